@@ -1,4 +1,127 @@
-//! The `beamq` binary (node wiring lands with the actors).
-fn main() {
-    println!("beamq {}", env!("CARGO_PKG_VERSION"));
+//! `beamq`: the broker binary.
+//!
+//! `beamq start` runs a node in the foreground until SIGINT or SIGTERM, then shuts it down
+//! gracefully (v5 clients get DISCONNECT 0x8B, wills are published) and exits 0.
+//! `beamq --print-config` prints the effective configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use beamq::Node;
+use beamq::config::{self, Overrides};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "beamq", version, about = "An MQTT 3.1 / 3.1.1 / 5.0 broker on supervised actors")]
+struct Cli {
+    /// Print the effective configuration (defaults, file, environment, flags) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
+
+    #[command(flatten)]
+    opts: ConfigArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node in the foreground.
+    Start(ConfigArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct ConfigArgs {
+    /// Configuration file (TOML, same shape as config/beamq.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address of the default MQTT/TCP listener.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+    /// Directory for the node's files.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+impl ConfigArgs {
+    fn merge(self, other: ConfigArgs) -> Overrides {
+        Overrides {
+            config_file: other.config.or(self.config),
+            listen: other.listen.or(self.listen),
+            data_dir: other.data_dir.or(self.data_dir),
+            log_level: other.log_level.or(self.log_level),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (run, sub) = match cli.command {
+        Some(Command::Start(args)) => (true, args),
+        None => (false, ConfigArgs::default()),
+    };
+    let overrides = cli.opts.merge(sub);
+    let cfg = match config::load(&overrides, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("beamq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.print_config {
+        print!("{}", config::to_toml(&cfg));
+        return ExitCode::SUCCESS;
+    }
+    if !run {
+        eprintln!("beamq: nothing to do; try `beamq start` or `beamq --help`");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = beamq::logging::init(&cfg.log) {
+        eprintln!("beamq: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("beamq: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let node = match Node::start(cfg).await {
+            Ok(node) => node,
+            Err(e) => {
+                tracing::error!(error = %e, "start failed");
+                eprintln!("beamq: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(addr) = node.mqtt_addr() {
+            tracing::info!(%addr, "MQTT listener ready");
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -11,7 +11,7 @@ use crate::reason::ReasonCode;
 /// byte stream can no longer be trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The Remaining Length used more than four bytes or a non-minimal encoding was impossible.
+    /// The Remaining Length used more than four bytes (§1.5.5).
     #[error("malformed remaining length")]
     MalformedRemainingLength,
     /// Packet type 0, or 15 (AUTH) before v5.
@@ -93,7 +93,7 @@ pub enum DecodeError {
     /// SUBSCRIBE/UNSUBSCRIBE without any topic filter [MQTT-3.8.3-3, MQTT-3.10.3-2].
     #[error("{0} without topic filters")]
     NoTopicFilters(&'static str),
-    /// Retain Handling 3 [MQTT-3.8.3-?].
+    /// Retain Handling 3, a Protocol Error (v5 §3.8.3.1).
     #[error("invalid retain handling")]
     InvalidRetainHandling,
     /// A password without a user name before v5 [MQTT-3.1.2-22].
@@ -161,7 +161,11 @@ pub enum EncodeError {
     /// A packet that does not exist in the negotiated version (AUTH before v5).
     #[error("{0} does not exist in this protocol version")]
     NotInVersion(&'static str),
-    /// A PUBLISH whose QoS and packet identifier disagree.
+    /// A PUBLISH whose QoS and packet identifier disagree (an identifier on QoS 0, none or 0 on
+    /// QoS 1 and 2).
     #[error("PUBLISH packet identifier does not match its QoS")]
     PacketIdMismatch,
+    /// A value the wire format cannot represent (a Subscription Identifier above 268,435,455).
+    #[error("{0} out of range")]
+    ValueOutOfRange(&'static str),
 }

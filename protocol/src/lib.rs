@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod codec;
 pub mod error;
 pub mod packet;
 pub mod reason;
+pub mod session;
 pub mod topic;
 
 pub use bytes::{Bytes, BytesMut};

@@ -1,0 +1,390 @@
+//! The broker context: what every actor of a node shares.
+//!
+//! It owns the shared tables (routes, retained messages, sessions by client id) and the
+//! counters, and knows where the permanent actors currently live. It sits above the supervision
+//! tree, so that an actor restarted by its supervisor comes back to the same tables: a router
+//! restart loses no subscription, a registry restart no session (DESIGN §3).
+//!
+//! It also holds the publish path used outside a client's own handler (wills, `$SYS`,
+//! redelivery of shared-subscription messages) and the calls to routers and the registry with
+//! their timeouts and retries.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use beamq_protocol::session::{Delivery, Limits, Message, Subscription};
+use beamq_protocol::{ByteString, topic};
+use parking_lot::{Mutex, RwLock};
+use ractor::rpc::CallResult;
+use ractor::{ActorCell, ActorRef};
+
+use crate::config::Config;
+use crate::link::ClientHandle;
+use crate::metrics::Metrics;
+use crate::registry::{RegistryMsg, SessionTable};
+use crate::retained::RetainedStore;
+use crate::route_table::{Matches, RouteTable};
+use crate::router::RouterMsg;
+
+/// How long a call to a router or the registry may take before it is retried.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller keeps retrying while a permanent actor is being restarted.
+const RESTART_GRACE: Duration = Duration::from_secs(5);
+
+/// Topic that panics the publishing client's actor when `debug.fault_injection` is on.
+pub const FAULT_CLIENT_TOPIC: &str = "$beamq/fault/client";
+/// Topic that panics a router actor when `debug.fault_injection` is on.
+pub const FAULT_ROUTER_TOPIC: &str = "$beamq/fault/router";
+
+/// Errors of the broker-internal calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// A permanent actor did not answer within the grace period (it is down and not coming
+    /// back, or overloaded).
+    #[error("{0} unavailable")]
+    Unavailable(&'static str),
+}
+
+/// The shared context of one node.
+#[derive(Debug)]
+pub struct Broker {
+    /// Configuration, validated.
+    pub config: Arc<Config>,
+    /// Protocol limits derived from it.
+    pub limits: Arc<Limits>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Route table.
+    pub routes: RouteTable,
+    /// Retained messages.
+    pub retained: RetainedStore,
+    /// Sessions by client id (written by the registry actor).
+    pub sessions: SessionTable,
+    /// When the node started.
+    pub started_at: Instant,
+    routers: RwLock<Vec<Option<ActorRef<RouterMsg>>>>,
+    registry: RwLock<Option<ActorRef<RegistryMsg>>>,
+    session_sup: RwLock<Option<ActorCell>>,
+    listen_addrs: Mutex<HashMap<String, SocketAddr>>,
+    shutting_down: AtomicBool,
+    next_client_id: AtomicU64,
+    /// Start time in seconds since the epoch: keeps assigned client ids unique across restarts.
+    epoch_salt: u64,
+}
+
+impl Broker {
+    /// A fresh context for a validated configuration.
+    pub fn new(config: Config) -> Arc<Broker> {
+        let limits = Arc::new(config.limits());
+        let routers = config.broker.routers;
+        let retained = RetainedStore::new(
+            config.retainer.max_retained_messages,
+            usize::try_from(config.retainer.max_payload_size.0).unwrap_or(usize::MAX),
+        );
+        Arc::new(Broker {
+            routes: RouteTable::new(config.mqtt.shared_subscription_strategy),
+            retained,
+            sessions: SessionTable::default(),
+            metrics: Metrics::default(),
+            started_at: Instant::now(),
+            routers: RwLock::new(vec![None; routers]),
+            registry: RwLock::new(None),
+            session_sup: RwLock::new(None),
+            listen_addrs: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            next_client_id: AtomicU64::new(1),
+            epoch_salt: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            limits,
+            config: Arc::new(config),
+        })
+    }
+
+    /// A server-assigned client identifier, unique within this node's life.
+    pub fn assign_client_id(&self) -> String {
+        let n = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        format!("beamq-{:x}-{n}", self.epoch_salt)
+    }
+
+    // ---- where the permanent actors are ----
+
+    /// Called by router `index` when it starts (also after a restart).
+    pub fn set_router(&self, index: usize, router: Option<ActorRef<RouterMsg>>) {
+        if let Some(slot) = self.routers.write().get_mut(index) {
+            *slot = router;
+        }
+    }
+
+    /// Router actors currently running, by index.
+    pub fn routers(&self) -> Vec<Option<ActorRef<RouterMsg>>> {
+        self.routers.read().clone()
+    }
+
+    /// Called by the registry when it starts.
+    pub fn set_registry(&self, registry: Option<ActorRef<RegistryMsg>>) {
+        *self.registry.write() = registry;
+    }
+
+    /// The session supervisor, parent of every client actor.
+    pub fn session_sup(&self) -> Option<ActorCell> {
+        self.session_sup.read().clone()
+    }
+
+    /// Set by the node when the session supervisor starts.
+    pub fn set_session_sup(&self, cell: Option<ActorCell>) {
+        *self.session_sup.write() = cell;
+    }
+
+    /// Records the address a listener is bound to (tests bind port 0).
+    pub fn set_listen_addr(&self, name: &str, addr: SocketAddr) {
+        self.listen_addrs.lock().insert(name.to_string(), addr);
+    }
+
+    /// Address of a listener by name (`tcp:default`).
+    pub fn listen_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listen_addrs.lock().get(name).copied()
+    }
+
+    /// Marks the node as shutting down: listeners stop accepting, new CONNECTs are refused.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    // ---- publishing outside a client handler ----
+
+    /// Routes one message (a will, a `$SYS` value, a redelivery) and returns how many
+    /// subscriptions it reached.
+    pub fn publish(&self, message: Arc<Message>) -> usize {
+        let mut fanout = Fanout::default();
+        let n = self.route(message, &mut fanout);
+        fanout.flush(&self.metrics);
+        n
+    }
+
+    /// The publish path: stores a retained message, looks up the subscribers and adds one
+    /// delivery per subscriber to `fanout` (sent when the caller flushes it, so a burst of
+    /// publishes becomes one actor message per subscriber).
+    pub fn route(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
+        if message.retain {
+            if let Err(e) = self.retained.apply(&message) {
+                self.metrics.retained_refused.inc();
+                tracing::debug!(topic = %message.topic, error = %e, "retained message refused");
+            }
+        }
+        self.routes
+            .lookup(&message.topic, &message.publisher, &mut fanout.matches);
+        let n = fanout.matches.list.len();
+        if n == 0 {
+            self.metrics.messages_no_subscribers.inc();
+        }
+        for i in 0..n {
+            let m = &mut fanout.matches.list[i];
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: message.qos.min(m.qos),
+                // [MQTT-3.3.1-12, MQTT-3.3.1-13]
+                retain: message.retain && m.retain_as_published,
+                subscription_ids: std::mem::take(&mut m.subscription_ids),
+                share: m.share.take(),
+            };
+            let client = m.client.clone();
+            fanout.push(client, delivery);
+        }
+        n
+    }
+
+    /// Sends messages that a departed shared-subscription member had not received to another
+    /// member of the same group; messages of other subscriptions are the departed session's
+    /// own and go with it.
+    pub fn redeliver_shared(&self, undelivered: Vec<Delivery>, from: &ClientHandle) {
+        let mut fanout = Fanout::default();
+        for d in undelivered {
+            let Some(share) = &d.share else { continue };
+            if let Some(entry) = self.routes.pick_other(share, from) {
+                let qos = d.message.qos.min(entry.subscription.options.qos);
+                fanout.push(
+                    entry.client.clone(),
+                    Delivery {
+                        qos,
+                        subscription_ids: entry.subscription.id.into_iter().collect(),
+                        ..d
+                    },
+                );
+            }
+        }
+        fanout.flush(&self.metrics);
+    }
+
+    // ---- calls to routers and the registry ----
+
+    fn router_index(&self, filter: &str) -> usize {
+        let inner = topic::split_shared(filter).map_or(filter, |s| s.filter);
+        let n = self.routers.read().len().max(1);
+        (ahash_one(inner) as usize) % n
+    }
+
+    /// Adds subscriptions through their routers and returns when all are in place. Retries
+    /// while a router is being restarted.
+    pub async fn subscribe(
+        &self,
+        client: &ClientHandle,
+        subs: Vec<(ByteString, Subscription)>,
+    ) -> Result<(), BrokerError> {
+        let mut by_router: HashMap<usize, Vec<(ByteString, Subscription)>> = HashMap::new();
+        for (filter, sub) in subs {
+            by_router
+                .entry(self.router_index(&filter))
+                .or_default()
+                .push((filter, sub));
+        }
+        for (index, subs) in by_router {
+            self.call_router(index, |reply| RouterMsg::Subscribe {
+                client: client.clone(),
+                subs: subs.clone(),
+                reply,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Removes subscriptions through their routers and returns when they are gone.
+    pub async fn unsubscribe(
+        &self,
+        client: &ClientHandle,
+        filters: Vec<ByteString>,
+    ) -> Result<(), BrokerError> {
+        let mut by_router: HashMap<usize, Vec<ByteString>> = HashMap::new();
+        for filter in filters {
+            by_router
+                .entry(self.router_index(&filter))
+                .or_default()
+                .push(filter);
+        }
+        for (index, filters) in by_router {
+            self.call_router(index, |reply| RouterMsg::Unsubscribe {
+                client: client.clone(),
+                filters: filters.clone(),
+                reply,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn call_router(
+        &self,
+        index: usize,
+        msg: impl Fn(ractor::RpcReplyPort<()>) -> RouterMsg,
+    ) -> Result<(), BrokerError> {
+        let deadline = Instant::now() + RESTART_GRACE;
+        loop {
+            let router = self.routers.read().get(index).cloned().flatten();
+            if let Some(router) = router {
+                if let Ok(CallResult::Success(())) = router.call(&msg, Some(CALL_TIMEOUT)).await
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(BrokerError::Unavailable("router"));
+            }
+            // The router is being restarted by its supervisor; it registers itself again in
+            // pre_start. Poll its slot briefly.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Registers `client` as the owner of its client id; returns the previous owner, whose
+    /// session is to be taken over or discarded.
+    pub async fn register(&self, client: &ClientHandle) -> Result<Option<ClientHandle>, BrokerError> {
+        let deadline = Instant::now() + RESTART_GRACE;
+        loop {
+            let registry = self.registry.read().clone();
+            if let Some(registry) = registry {
+                let res = registry
+                    .call(
+                        |reply| RegistryMsg::Register {
+                            client: client.clone(),
+                            reply,
+                        },
+                        Some(CALL_TIMEOUT),
+                    )
+                    .await;
+                if let Ok(CallResult::Success(previous)) = res {
+                    return Ok(previous);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(BrokerError::Unavailable("registry"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Removes `client` from the registry if it is still the owner of its id.
+    pub fn unregister(&self, client: &ClientHandle) {
+        let registry = self.registry.read().clone();
+        let sent = registry.is_some_and(|r| {
+            r.cast(RegistryMsg::Unregister {
+                client: client.clone(),
+            })
+            .is_ok()
+        });
+        if !sent {
+            // The registry is restarting; the table is ours to fix in that case, and the
+            // removal is conditional on ownership, so it cannot undo a newer registration.
+            self.sessions.remove_if_owner(client);
+        }
+    }
+}
+
+/// Deliveries gathered while handling a burst of publishes, one batch per subscriber.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    /// Scratch space for route lookups.
+    pub matches: Matches,
+    pending: Vec<(ClientHandle, Vec<Delivery>)>,
+    index: HashMap<usize, usize, ahash::RandomState>,
+}
+
+impl Fanout {
+    /// Adds a delivery for `client`.
+    pub fn push(&mut self, client: ClientHandle, delivery: Delivery) {
+        let key = Arc::as_ptr(&client) as usize;
+        match self.index.get(&key) {
+            Some(&i) => self.pending[i].1.push(delivery),
+            None => {
+                self.index.insert(key, self.pending.len());
+                self.pending.push((client, vec![delivery]));
+            }
+        }
+    }
+
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Sends every batch: one actor message per subscriber.
+    pub fn flush(&mut self, metrics: &Metrics) {
+        self.index.clear();
+        for (client, batch) in self.pending.drain(..) {
+            client.deliver(batch, metrics);
+        }
+    }
+}
+
+fn ahash_one(s: &str) -> u64 {
+    // A fixed seed: the filter -> router mapping must not change when a router restarts.
+    ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(s)
+}

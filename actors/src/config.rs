@@ -1,0 +1,628 @@
+//! The typed configuration tree (DESIGN §7).
+//!
+//! Every key has a default here and in `config/beamq.toml` (the embedded default file); the
+//! binary layers a file, environment variables and flags on top with the `config` crate and
+//! deserializes into [`Config`]. Unknown keys are refused (`deny_unknown_fields`), and
+//! [`Config::validate`] checks ranges once at start, naming the key in its error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use beamq_protocol::QoS;
+use beamq_protocol::session::{DropPolicy, Limits};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node.
+    pub node: NodeConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Listeners by transport, then by name (`listeners.tcp.default`).
+    pub listeners: ListenersConfig,
+    /// MQTT protocol limits and session behaviour.
+    pub mqtt: MqttConfig,
+    /// Retained messages.
+    pub retainer: RetainerConfig,
+    /// `$SYS` topics.
+    pub sys: SysConfig,
+    /// Internal sizing of the actor system.
+    pub broker: BrokerConfig,
+    /// Test-only switches; never enable in production.
+    pub debug: DebugConfig,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Node name, `name@host`.
+    pub name: String,
+    /// Directory for the node's files (created if missing).
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "beamq@127.0.0.1".into(),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `beamq_actors=debug,info`, ... `RUST_LOG` wins.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[listeners]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// Plain TCP listeners by name.
+    pub tcp: BTreeMap<String, TcpListenerConfig>,
+}
+
+impl Default for ListenersConfig {
+    fn default() -> Self {
+        let mut tcp = BTreeMap::new();
+        tcp.insert("default".to_string(), TcpListenerConfig::default());
+        ListenersConfig { tcp }
+    }
+}
+
+/// `[listeners.tcp.NAME]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpListenerConfig {
+    /// Whether the listener is started.
+    pub enable: bool,
+    /// Address and port to bind.
+    pub bind: SocketAddr,
+    /// Connections this listener accepts at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Socket accept backlog.
+    pub backlog: u32,
+}
+
+impl Default for TcpListenerConfig {
+    fn default() -> Self {
+        TcpListenerConfig {
+            enable: true,
+            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            max_connections: 1_000_000,
+            backlog: 1024,
+        }
+    }
+}
+
+/// `[mqtt]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest packet accepted from a client (and advertised to v5 clients).
+    pub max_packet_size: ByteSize,
+    /// Longest client identifier accepted.
+    pub max_clientid_len: usize,
+    /// Maximum levels in a topic name or filter (0 = unlimited).
+    pub max_topic_levels: usize,
+    /// Highest QoS supported (0, 1 or 2).
+    pub max_qos_allowed: u8,
+    /// Topic aliases a v5 client may use towards the broker (0 disables them).
+    pub max_topic_alias: u16,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Whether wildcard subscriptions are allowed.
+    pub wildcard_subscription: bool,
+    /// Whether shared subscriptions are supported.
+    pub shared_subscription: bool,
+    /// Whether subscription identifiers are supported.
+    pub subscription_identifiers: bool,
+    /// How a shared subscription group picks a member.
+    pub shared_subscription_strategy: ShareStrategy,
+    /// Unacknowledged QoS 1/2 messages a v5 client may send the broker (Receive Maximum).
+    pub receive_maximum: u16,
+    /// Cap on QoS 1/2 messages in flight from the broker to one client.
+    pub max_inflight: u16,
+    /// Messages a session may queue; 0 = unlimited.
+    pub max_queued_messages: usize,
+    /// Whether QoS 0 messages are queued for offline or busy clients.
+    pub queue_qos0: bool,
+    /// What to drop when a queue is full.
+    pub drop_policy: DropPolicyConfig,
+    /// Session expiry given to 3.1/3.1.1 clients that connect with Clean Session 0.
+    pub session_expiry_interval: DurationStr,
+    /// Cap on the Session Expiry Interval a v5 client may ask for ("0s" = no sessions survive a
+    /// disconnect; "never" = no cap).
+    pub max_session_expiry_interval: DurationStr,
+    /// Cap on Keep Alive; "0s" = no cap. Above it a v5 client gets Server Keep Alive and an older
+    /// client is refused.
+    pub max_keepalive: DurationStr,
+    /// Time a new socket has to send CONNECT.
+    pub connect_timeout: DurationStr,
+    /// Most client connections this node holds at once.
+    pub max_clients: usize,
+    /// Response Information for v5 clients that request it ("" = none); `{clientid}` is
+    /// replaced by the client identifier.
+    pub response_information: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: ByteSize(1024 * 1024),
+            max_clientid_len: 65535,
+            max_topic_levels: 128,
+            max_qos_allowed: 2,
+            max_topic_alias: 65535,
+            retain_available: true,
+            wildcard_subscription: true,
+            shared_subscription: true,
+            subscription_identifiers: true,
+            shared_subscription_strategy: ShareStrategy::RoundRobin,
+            receive_maximum: 32,
+            max_inflight: 32,
+            max_queued_messages: 1000,
+            queue_qos0: true,
+            drop_policy: DropPolicyConfig::DropOldest,
+            session_expiry_interval: DurationStr(Some(Duration::from_secs(2 * 3600))),
+            max_session_expiry_interval: DurationStr(None),
+            max_keepalive: DurationStr(Some(Duration::ZERO)),
+            connect_timeout: DurationStr(Some(Duration::from_secs(15))),
+            max_clients: 1_000_000,
+            response_information: String::new(),
+        }
+    }
+}
+
+/// Shared subscription strategies (EMQX's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareStrategy {
+    /// Members take turns.
+    #[default]
+    RoundRobin,
+    /// A random member each time.
+    Random,
+    /// The same member until it goes away.
+    Sticky,
+    /// A member chosen by a hash of the publisher's client identifier.
+    HashClientid,
+    /// A member chosen by a hash of the topic.
+    HashTopic,
+}
+
+/// Queue drop policy as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicyConfig {
+    /// Drop the oldest message.
+    DropOldest,
+    /// Drop the new message.
+    DropNewest,
+}
+
+/// `[retainer]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetainerConfig {
+    /// Most retained messages kept (0 = unlimited); beyond it new topics are not retained and
+    /// the refusal is counted.
+    pub max_retained_messages: usize,
+    /// Largest payload kept as a retained message.
+    pub max_payload_size: ByteSize,
+    /// How often expired retained messages are swept.
+    pub expiry_check_interval: DurationStr,
+}
+
+impl Default for RetainerConfig {
+    fn default() -> Self {
+        RetainerConfig {
+            max_retained_messages: 0,
+            max_payload_size: ByteSize(1024 * 1024),
+            expiry_check_interval: DurationStr(Some(Duration::from_secs(10))),
+        }
+    }
+}
+
+/// `[sys]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SysConfig {
+    /// How often `$SYS/brokers/...` topics are published ("0s" disables them).
+    pub interval: DurationStr,
+}
+
+impl Default for SysConfig {
+    fn default() -> Self {
+        SysConfig {
+            interval: DurationStr(Some(Duration::from_secs(10))),
+        }
+    }
+}
+
+/// `[broker]`: sizing of the actor system.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// Router actors; filters are spread over them by hash.
+    pub routers: usize,
+    /// Deliveries that may wait in one client's mailbox before new ones are dropped (counted as
+    /// `mailbox_full`). Bounds memory when a client actor cannot keep up.
+    pub max_mailbox: usize,
+    /// Bytes that may wait to be written to one client's socket before deliveries queue in the
+    /// session instead.
+    pub write_buffer_high_watermark: ByteSize,
+    /// Time allowed to a client that is being closed to take its last bytes.
+    pub close_flush_timeout: DurationStr,
+    /// Time allowed at shutdown for clients to receive DISCONNECT and close.
+    pub shutdown_timeout: DurationStr,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            routers: 4,
+            max_mailbox: 10_000,
+            write_buffer_high_watermark: ByteSize(256 * 1024),
+            close_flush_timeout: DurationStr(Some(Duration::from_secs(5))),
+            shutdown_timeout: DurationStr(Some(Duration::from_secs(10))),
+        }
+    }
+}
+
+/// `[debug]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Enables the fault-injection topics used by the isolation tests: a PUBLISH to
+    /// `$beamq/fault/client` panics the publishing client's actor, one to
+    /// `$beamq/fault/router` panics a router. Off by default; never enable in production.
+    pub fault_injection: bool,
+}
+
+/// A configuration error, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for `{key}`: {problem}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `mqtt.receive_maximum`.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub problem: String,
+}
+
+fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Checks ranges and relations that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.mqtt;
+        let size = m.max_packet_size.0;
+        if !(64..=268_435_460).contains(&size) {
+            return Err(bad(
+                "mqtt.max_packet_size",
+                "expected a size between 64B and 256MB",
+            ));
+        }
+        if m.max_qos_allowed > 2 {
+            return Err(bad("mqtt.max_qos_allowed", "expected 0, 1 or 2"));
+        }
+        if m.receive_maximum == 0 {
+            return Err(bad("mqtt.receive_maximum", "expected 1 ..= 65535"));
+        }
+        if m.max_inflight == 0 {
+            return Err(bad("mqtt.max_inflight", "expected 1 ..= 65535"));
+        }
+        if m.max_clientid_len == 0 {
+            return Err(bad("mqtt.max_clientid_len", "expected at least 1"));
+        }
+        if m.max_keepalive.0.is_none_or(|d| d.as_secs() > 65535) {
+            return Err(bad(
+                "mqtt.max_keepalive",
+                "expected a duration up to 65535s (\"0s\" for no cap)",
+            ));
+        }
+        if m.connect_timeout.0.is_none_or(|d| d.is_zero()) {
+            return Err(bad(
+                "mqtt.connect_timeout",
+                "expected a non-zero duration such as \"15s\"",
+            ));
+        }
+        if m.max_clients == 0 {
+            return Err(bad("mqtt.max_clients", "expected at least 1"));
+        }
+        if !self.node.name.contains('@') {
+            return Err(bad("node.name", "expected NAME@HOST, e.g. beamq@127.0.0.1"));
+        }
+        if self.broker.routers == 0 || self.broker.routers > 256 {
+            return Err(bad("broker.routers", "expected 1 ..= 256"));
+        }
+        if self.broker.max_mailbox == 0 {
+            return Err(bad("broker.max_mailbox", "expected at least 1"));
+        }
+        if self.broker.write_buffer_high_watermark.0 < 1024 {
+            return Err(bad(
+                "broker.write_buffer_high_watermark",
+                "expected at least 1KB",
+            ));
+        }
+        if self.sys.interval.0.is_none() {
+            return Err(bad("sys.interval", "expected a duration (\"0s\" disables)"));
+        }
+        if self.retainer.expiry_check_interval.0.is_none_or(|d| d.is_zero()) {
+            return Err(bad(
+                "retainer.expiry_check_interval",
+                "expected a non-zero duration",
+            ));
+        }
+        for (name, l) in &self.listeners.tcp {
+            if l.max_connections == 0 {
+                return Err(bad(
+                    &format!("listeners.tcp.{name}.max_connections"),
+                    "expected at least 1",
+                ));
+            }
+        }
+        if !self.listeners.tcp.values().any(|l| l.enable) {
+            return Err(bad("listeners.tcp", "at least one listener must be enabled"));
+        }
+        Ok(())
+    }
+
+    /// The protocol limits every channel enforces.
+    pub fn limits(&self) -> Limits {
+        let m = &self.mqtt;
+        let secs = |d: &DurationStr| d.0.map_or(u32::MAX, |d| clamp_u32(d.as_secs()));
+        Limits {
+            max_packet_size: clamp_u32(m.max_packet_size.0),
+            receive_maximum: m.receive_maximum,
+            max_inflight: m.max_inflight.min(65534),
+            max_queued_messages: m.max_queued_messages,
+            queue_qos0: m.queue_qos0,
+            drop_policy: match m.drop_policy {
+                DropPolicyConfig::DropOldest => DropPolicy::DropOldest,
+                DropPolicyConfig::DropNewest => DropPolicy::DropNewest,
+            },
+            topic_alias_maximum: m.max_topic_alias,
+            max_topic_levels: m.max_topic_levels,
+            max_qos: QoS::from_u8(m.max_qos_allowed).unwrap_or(QoS::ExactlyOnce),
+            retain_available: m.retain_available,
+            wildcard_subscription_available: m.wildcard_subscription,
+            subscription_identifiers_available: m.subscription_identifiers,
+            shared_subscription_available: m.shared_subscription,
+            v3_session_expiry: secs(&m.session_expiry_interval),
+            max_session_expiry: secs(&m.max_session_expiry_interval),
+            max_keepalive: m
+                .max_keepalive
+                .0
+                .map_or(0, |d| u16::try_from(d.as_secs()).unwrap_or(u16::MAX)),
+            max_client_id_len: m.max_clientid_len,
+            response_information: (!m.response_information.is_empty())
+                .then(|| m.response_information.clone()),
+        }
+    }
+}
+
+fn clamp_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// A duration written as `"500ms"`, `"15s"`, `"2m"`, `"2h"`, `"7d"`, a bare number of seconds,
+/// or `"never"` / `"infinity"` (stored as `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationStr(pub Option<Duration>);
+
+impl DurationStr {
+    /// The duration, or `None` for never.
+    pub fn get(self) -> Option<Duration> {
+        self.0
+    }
+
+    /// Parses the textual form.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("never") || s.eq_ignore_ascii_case("infinity") {
+            return Ok(DurationStr(None));
+        }
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("expected a duration like \"15s\", got \"{s}\""))?;
+        let d = match unit.trim() {
+            "" | "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            other => {
+                return Err(format!(
+                    "unknown duration unit \"{other}\" (use ms, s, m, h, d)"
+                ));
+            }
+        };
+        Ok(DurationStr(Some(d)))
+    }
+}
+
+impl fmt::Display for DurationStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("never"),
+            Some(d) if d.subsec_millis() != 0 => write!(f, "{}ms", d.as_millis()),
+            Some(d) => write!(f, "{}s", d.as_secs()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(DurationStr(Some(Duration::from_secs(n)))),
+            Raw::Text(s) => DurationStr::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for DurationStr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A size written as `"1MB"`, `"64KB"`, `"512B"` or a bare number of bytes (KB = 1024 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses the textual form.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("expected a size like \"1MB\", got \"{s}\""))?;
+        let mult = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "KB" | "K" => 1024,
+            "MB" | "M" => 1024 * 1024,
+            "GB" | "G" => 1024 * 1024 * 1024,
+            other => return Err(format!("unknown size unit \"{other}\" (use B, KB, MB, GB)")),
+        };
+        Ok(ByteSize(n.saturating_mul(mult)))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        if n >= 1 << 20 && n % (1 << 20) == 0 {
+            write!(f, "{}MB", n >> 20)
+        } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+            write!(f, "{}KB", n >> 10)
+        } else {
+            write!(f, "{n}B")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Num(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            DurationStr::parse("15s"),
+            Ok(DurationStr(Some(Duration::from_secs(15))))
+        );
+        assert_eq!(
+            DurationStr::parse("2h"),
+            Ok(DurationStr(Some(Duration::from_secs(7200))))
+        );
+        assert_eq!(
+            DurationStr::parse("250ms"),
+            Ok(DurationStr(Some(Duration::from_millis(250))))
+        );
+        assert_eq!(DurationStr::parse("never"), Ok(DurationStr(None)));
+        assert!(DurationStr::parse("5 parsecs").is_err());
+        assert!(DurationStr::parse("abc").is_err());
+        assert_eq!(DurationStr(Some(Duration::from_secs(90))).to_string(), "90s");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("1MB"), Ok(ByteSize(1 << 20)));
+        assert_eq!(ByteSize::parse("64kb"), Ok(ByteSize(64 << 10)));
+        assert_eq!(ByteSize::parse("100"), Ok(ByteSize(100)));
+        assert!(ByteSize::parse("1 lightyear").is_err());
+        assert_eq!(ByteSize(1 << 20).to_string(), "1MB");
+    }
+
+    #[test]
+    fn defaults_validate_and_map_to_limits() {
+        let c = Config::default();
+        c.validate().expect("defaults are valid");
+        let l = c.limits();
+        assert_eq!(l.max_queued_messages, 1000);
+        assert_eq!(l.max_keepalive, 0);
+        assert_eq!(l.max_session_expiry, u32::MAX);
+        assert_eq!(l.v3_session_expiry, 7200);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = Config::default();
+        c.mqtt.receive_maximum = 0;
+        let e = c.validate().expect_err("invalid");
+        assert_eq!(e.key, "mqtt.receive_maximum");
+        assert!(e.to_string().contains("mqtt.receive_maximum"));
+    }
+}

@@ -1,0 +1,488 @@
+//! The socket side of a client: one tokio task per connection, not an actor.
+//!
+//! DESIGN §4 step 1: the task owns the socket, reads and decodes frames in batches and hands
+//! each batch to the client actor in one message; it writes what the actor encoded, many packets
+//! per write. Keeping I/O out of the actor means a handler never blocks on a socket: a slow
+//! reader fills a write buffer whose size the actor sees (and stops adding to), and the actor
+//! can always be told to stop.
+//!
+//! Before the actor exists the task reads CONNECT under the connect timeout and decides on it,
+//! so a socket that never says CONNECT, or is refused, costs no actor.
+//!
+//! Back-pressure: at most [`MAX_BATCHES_IN_FLIGHT`] decoded batches wait in the actor's mailbox;
+//! beyond that the task stops reading, and TCP pushes back on the client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use beamq_protocol::codec;
+use beamq_protocol::session::{self, Accepted, Refused};
+use beamq_protocol::{BytesMut, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use parking_lot::Mutex;
+use ractor::{Actor, ActorRef};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::client::{ClientActor, ClientArgs, ClientMsg, LostReason};
+
+/// Decoded batches that may wait in a client's mailbox before the task stops reading.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 4;
+/// Most packets handed over in one batch.
+const MAX_BATCH: usize = 256;
+/// Read buffer bounds: small while idle (memory per connection), larger under load.
+const READ_BUF_MIN: usize = 512;
+const READ_BUF_MAX: usize = 64 * 1024;
+
+const OPEN: u8 = 0;
+const CLOSE_AFTER_FLUSH: u8 = 1;
+const ABORT: u8 = 2;
+
+/// What the client actor and the socket task share.
+#[derive(Debug)]
+pub struct Conn {
+    /// Peer address.
+    pub peer: SocketAddr,
+    out: Mutex<BytesMut>,
+    pending: AtomicUsize,
+    notify: Notify,
+    state: AtomicU8,
+    batches: AtomicUsize,
+    want_writable: AtomicBool,
+    low_watermark: usize,
+}
+
+impl Conn {
+    fn new(peer: SocketAddr, high_watermark: usize) -> Conn {
+        Conn {
+            peer,
+            out: Mutex::new(BytesMut::new()),
+            pending: AtomicUsize::new(0),
+            notify: Notify::new(),
+            state: AtomicU8::new(OPEN),
+            batches: AtomicUsize::new(0),
+            want_writable: AtomicBool::new(false),
+            low_watermark: high_watermark / 2,
+        }
+    }
+
+    /// Hands encoded bytes to the socket task (taking them out of `data`); returns the bytes
+    /// now waiting to be written.
+    pub fn push(&self, data: &mut BytesMut) -> usize {
+        let n = data.len();
+        if n == 0 {
+            return self.pending();
+        }
+        {
+            let mut out = self.out.lock();
+            if out.is_empty() {
+                // Swap instead of copying: the common case is one batch at a time.
+                std::mem::swap(&mut *out, data);
+            } else {
+                out.extend_from_slice(data);
+                data.clear();
+            }
+        }
+        let pending = self.pending.fetch_add(n, Ordering::AcqRel) + n;
+        self.notify.notify_one();
+        pending
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Asks for a `Writable` message once the backlog has halved.
+    pub fn want_writable(&self) {
+        self.want_writable.store(true, Ordering::Release);
+        // The task may have drained everything already: let it re-check.
+        self.notify.notify_one();
+    }
+
+    /// Closes the connection after writing what is queued (bounded by the flush timeout).
+    pub fn close(&self) {
+        let _ = self
+            .state
+            .compare_exchange(OPEN, CLOSE_AFTER_FLUSH, Ordering::AcqRel, Ordering::Acquire);
+        self.notify.notify_one();
+    }
+
+    /// Closes the connection at once, dropping anything unwritten.
+    pub fn abort(&self) {
+        self.state.store(ABORT, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// True once the actor asked for the connection to close.
+    pub fn is_closing(&self) -> bool {
+        self.state.load(Ordering::Acquire) != OPEN
+    }
+
+    /// Called by the actor for each inbound batch it took from its mailbox.
+    pub fn batch_handled(&self) {
+        if self.batches.fetch_sub(1, Ordering::AcqRel) == MAX_BATCHES_IN_FLIGHT {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve<S>(stream: S, peer: SocketAddr, broker: Arc<Broker>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("conn", %peer, client_id = tracing::field::Empty);
+    serve_inner(stream, peer, broker, span.clone())
+        .instrument(span)
+        .await;
+}
+
+async fn serve_inner<S>(mut stream: S, peer: SocketAddr, broker: Arc<Broker>, span: tracing::Span)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let max_packet = broker.limits.max_packet_size;
+    let connect_timeout = broker
+        .config
+        .mqtt
+        .connect_timeout
+        .get()
+        .unwrap_or(Duration::from_secs(15));
+    let mut rbuf = BytesMut::with_capacity(READ_BUF_MIN);
+
+    // ---- CONNECT ----
+    let first = tokio::time::timeout(connect_timeout, read_connect(&mut stream, &mut rbuf, max_packet, &broker)).await;
+    let connect = match first {
+        Err(_) => {
+            broker.metrics.connect_timeouts.inc();
+            tracing::debug!("no CONNECT within the connect timeout");
+            return;
+        }
+        Ok(Err(e)) => {
+            refuse_undecodable(&mut stream, &e, &broker).await;
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(connect))) => connect,
+    };
+    let version = connect.protocol;
+
+    let decision = if broker.is_shutting_down() {
+        Err(Refused {
+            reason: ReasonCode::ServerUnavailable,
+            send_connack: true,
+        })
+    } else if broker.metrics.connections.get() as usize >= broker.config.mqtt.max_clients {
+        broker.metrics.connections_over_limit.inc();
+        Err(Refused {
+            reason: ReasonCode::QuotaExceeded,
+            send_connack: true,
+        })
+    } else {
+        session::connect::accept(&connect, &broker.limits, || broker.assign_client_id())
+    };
+    let accepted = match decision {
+        Ok(a) => a,
+        Err(refused) => {
+            broker.metrics.connects_refused.inc();
+            tracing::info!(reason = %refused.reason, "CONNECT refused");
+            if refused.send_connack {
+                let mut out = BytesMut::new();
+                let _ = codec::encode(&Packet::Connack(refused.to_connack()), version, &mut out);
+                let _ = stream.write_all(&out).await;
+                let _ = stream.shutdown().await;
+            }
+            return;
+        }
+    };
+    span.record("client_id", tracing::field::display(&accepted.client_id));
+
+    let high_watermark = usize::try_from(broker.config.broker.write_buffer_high_watermark.0)
+        .unwrap_or(usize::MAX);
+    let conn = Arc::new(Conn::new(peer, high_watermark));
+    let keep_alive = accepted.keep_alive;
+    let Some(actor) = start_client(&broker, connect, accepted, conn.clone(), span.clone()).await
+    else {
+        // The actor could not start (registry down, or a bug): say so to the client.
+        let mut out = BytesMut::new();
+        let connack = Refused {
+            reason: ReasonCode::ServerUnavailable,
+            send_connack: true,
+        }
+        .to_connack();
+        let _ = codec::encode(&Packet::Connack(connack), version, &mut out);
+        let _ = stream.write_all(&out).await;
+        return;
+    };
+
+    let mut guard = LostGuard {
+        actor: actor.clone(),
+        reason: Some(LostReason::Closed),
+    };
+    let reason = pump(stream, rbuf, &conn, &actor, &broker, version, keep_alive).await;
+    guard.reason = reason;
+}
+
+/// Tells the actor that the socket is gone, however the task ends (even by panic), unless the
+/// actor itself closed it.
+struct LostGuard {
+    actor: ActorRef<ClientMsg>,
+    reason: Option<LostReason>,
+}
+
+impl Drop for LostGuard {
+    fn drop(&mut self) {
+        if let Some(reason) = self.reason.take() {
+            let _ = self.actor.cast(ClientMsg::ConnectionLost(reason));
+        }
+    }
+}
+
+async fn read_connect<S>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    max_packet: u32,
+    broker: &Broker,
+) -> Result<Option<Box<Connect>>, DecodeError>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        if let Some(c) = codec::decode_connect(rbuf, max_packet)? {
+            return Ok(Some(Box::new(c)));
+        }
+        if rbuf.capacity() - rbuf.len() < READ_BUF_MIN {
+            rbuf.reserve(rbuf.capacity().max(READ_BUF_MIN));
+        }
+        match stream.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => broker.metrics.bytes_received.add(n as u64),
+        }
+    }
+}
+
+/// Answers a first packet that could not be decoded: an unsupported protocol level gets
+/// CONNACK return code 1 / 0x84 [MQTT-3.1.2-2]; anything else is closed without CONNACK
+/// [MQTT-3.1.4-1].
+async fn refuse_undecodable<S>(stream: &mut S, e: &DecodeError, broker: &Broker)
+where
+    S: AsyncWrite + Unpin,
+{
+    broker.metrics.connects_refused.inc();
+    match e {
+        DecodeError::UnsupportedProtocolLevel(level) => {
+            tracing::info!(level, "unsupported protocol level");
+            // The client's version is unknown; the 3.1.1 layout (4 bytes, return code 1) is
+            // what 3.x clients expect and what v5 clients read as 0x84's older twin.
+            let out: &[u8] = if *level >= 5 {
+                &[0x20, 0x03, 0x00, 0x84, 0x00]
+            } else {
+                &[0x20, 0x02, 0x00, 0x01]
+            };
+            let _ = stream.write_all(out).await;
+        }
+        other => {
+            broker.metrics.malformed_packets.inc();
+            tracing::info!(error = %other, "bad CONNECT, closing without CONNACK");
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn start_client(
+    broker: &Arc<Broker>,
+    connect: Box<Connect>,
+    accepted: Accepted,
+    conn: Arc<Conn>,
+    span: tracing::Span,
+) -> Option<ActorRef<ClientMsg>> {
+    let sup = broker.session_sup()?;
+    let args = ClientArgs {
+        broker: broker.clone(),
+        connect,
+        accepted,
+        conn,
+        span,
+    };
+    match Actor::spawn_linked(None, ClientActor, args, sup).await {
+        Ok((actor, _)) => Some(actor),
+        Err(e) => {
+            tracing::error!(error = %e, "client actor failed to start");
+            None
+        }
+    }
+}
+
+/// The read/write loop. Returns the reason to report to the actor, or `None` when the actor
+/// closed the connection itself.
+async fn pump<S>(
+    stream: S,
+    mut rbuf: BytesMut,
+    conn: &Conn,
+    actor: &ActorRef<ClientMsg>,
+    broker: &Broker,
+    version: ProtocolVersion,
+    keep_alive: u16,
+) -> Option<LostReason>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let max_packet = broker.limits.max_packet_size;
+    // [MQTT-3.1.2-24] one and a half times the keep alive.
+    let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let mut deadline = idle_limit.map(|d| Instant::now() + d);
+    let mut wbuf = BytesMut::new();
+    let mut reading = true;
+    let flush_timeout = broker
+        .config
+        .broker
+        .close_flush_timeout
+        .get()
+        .unwrap_or(Duration::from_secs(5));
+    let mut close_by: Option<Instant> = None;
+    let mut more_frames = false;
+
+    // Anything the actor wrote while starting (CONNACK, resent messages).
+    take_output(conn, &mut wbuf);
+
+    loop {
+        match conn.state.load(Ordering::Acquire) {
+            ABORT => return None,
+            CLOSE_AFTER_FLUSH => {
+                reading = false;
+                take_output(conn, &mut wbuf);
+                if wbuf.is_empty() {
+                    let _ = tokio::time::timeout(flush_timeout, wr.shutdown()).await;
+                    return None;
+                }
+                close_by.get_or_insert_with(|| Instant::now() + flush_timeout);
+            }
+            _ => {}
+        }
+        if wbuf.is_empty() {
+            take_output(conn, &mut wbuf);
+        }
+        let can_read = reading && conn.batches.load(Ordering::Acquire) < MAX_BATCHES_IN_FLIGHT;
+        if can_read && more_frames {
+            // The last batch stopped at MAX_BATCH with frames left over: hand them over
+            // before reading more.
+            more_frames = false;
+            if !hand_over(&mut rbuf, conn, actor, version, max_packet, &mut reading, &mut more_frames) {
+                return None;
+            }
+            deadline = idle_limit.map(|d| Instant::now() + d);
+            continue;
+        }
+        if can_read && rbuf.capacity() - rbuf.len() < READ_BUF_MIN {
+            let grow = rbuf.capacity().clamp(READ_BUF_MIN, READ_BUF_MAX);
+            rbuf.reserve(grow);
+        }
+
+        tokio::select! {
+            biased;
+            _ = conn.notify.notified() => {}
+            res = wr.write(&wbuf), if !wbuf.is_empty() => match res {
+                Ok(0) | Err(_) => return Some(LostReason::Closed),
+                Ok(n) => {
+                    let _ = wbuf.split_to(n);
+                    broker.metrics.bytes_sent.add(n as u64);
+                    let left = conn.pending.fetch_sub(n, Ordering::AcqRel) - n;
+                    if left <= conn.low_watermark && conn.want_writable.swap(false, Ordering::AcqRel) {
+                        let _ = actor.cast(ClientMsg::Writable);
+                    }
+                }
+            },
+            res = rd.read_buf(&mut rbuf), if can_read => match res {
+                Ok(0) | Err(_) => return Some(LostReason::Closed),
+                Ok(n) => {
+                    broker.metrics.bytes_received.add(n as u64);
+                    let before = rbuf.len();
+                    if !hand_over(&mut rbuf, conn, actor, version, max_packet, &mut reading, &mut more_frames) {
+                        return None;
+                    }
+                    if rbuf.len() != before {
+                        // At least one whole packet arrived [MQTT-3.1.2-24].
+                        deadline = idle_limit.map(|d| Instant::now() + d);
+                    }
+                    if rbuf.is_empty() && rbuf.capacity() > 4 * READ_BUF_MIN {
+                        // Give the memory back once a burst is over.
+                        rbuf = BytesMut::with_capacity(READ_BUF_MIN);
+                    }
+                }
+            },
+            _ = sleep_until_opt(deadline), if deadline.is_some() && reading => {
+                // Stop reading but keep writing: the actor answers with DISCONNECT 0x8D (v5)
+                // and closes the connection itself.
+                if actor.cast(ClientMsg::ConnectionLost(LostReason::KeepAliveTimeout)).is_err() {
+                    return None;
+                }
+                reading = false;
+                deadline = None;
+                close_by = Some(Instant::now() + flush_timeout);
+            }
+            _ = sleep_until_opt(close_by), if close_by.is_some() => return None,
+        }
+    }
+}
+
+fn take_output(conn: &Conn, wbuf: &mut BytesMut) {
+    let mut out = conn.out.lock();
+    if out.is_empty() {
+        return;
+    }
+    if wbuf.is_empty() {
+        std::mem::swap(wbuf, &mut *out);
+    } else {
+        wbuf.extend_from_slice(&out);
+        out.clear();
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Decodes the complete frames in `rbuf` (up to [`MAX_BATCH`]) and sends them to the actor as
+/// one message. Sets `more` when frames were left for the next batch and clears `reading` after
+/// a decode error (the stream cannot be trusted past a bad frame). False when the actor is gone.
+fn hand_over(
+    rbuf: &mut BytesMut,
+    conn: &Conn,
+    actor: &ActorRef<ClientMsg>,
+    version: ProtocolVersion,
+    max_packet: u32,
+    reading: &mut bool,
+    more: &mut bool,
+) -> bool {
+    let mut packets = Vec::new();
+    let mut error = None;
+    loop {
+        if packets.len() == MAX_BATCH {
+            *more = true;
+            break;
+        }
+        match codec::decode(rbuf, version, max_packet) {
+            Ok(Some(p)) => packets.push(p),
+            Ok(None) => break,
+            Err(e) => {
+                error = Some(e);
+                *reading = false;
+                break;
+            }
+        }
+    }
+    if packets.is_empty() && error.is_none() {
+        return true;
+    }
+    conn.batches.fetch_add(1, Ordering::AcqRel);
+    actor.cast(ClientMsg::Inbound { packets, error }).is_ok()
+}

@@ -1,0 +1,98 @@
+//! [`ClientLink`]: how the rest of the broker reaches one client actor.
+//!
+//! ractor mailboxes are unbounded and expose no length (DESIGN §10), so every delivery sent to a
+//! client goes through [`ClientLink::deliver`], which counts it in and refuses it once the
+//! client's mailbox holds `max_mailbox` deliveries; the client counts them out as it handles
+//! them. That is the bound on a mailbox that can grow (a client actor that cannot keep up), and
+//! each refusal is counted as a `mailbox_full` drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use beamq_protocol::ByteString;
+use beamq_protocol::session::Delivery;
+use ractor::ActorRef;
+
+use crate::client::ClientMsg;
+use crate::metrics::Metrics;
+
+/// Shared handle on a client actor. Cloned into route entries, the registry and share groups.
+pub type ClientHandle = Arc<ClientLink>;
+
+/// The reachable side of a client actor.
+#[derive(Debug)]
+pub struct ClientLink {
+    /// Client identifier.
+    pub client_id: ByteString,
+    /// The actor.
+    pub actor: ActorRef<ClientMsg>,
+    /// Deliveries sent and not yet handled.
+    queued: AtomicUsize,
+    /// Deliveries refused because the mailbox was full.
+    refused: AtomicU64,
+    /// True while a network connection is attached (shared subscriptions prefer online
+    /// members).
+    online: AtomicBool,
+    max_mailbox: usize,
+}
+
+impl ClientLink {
+    /// A link to a freshly started client actor.
+    pub fn new(client_id: ByteString, actor: ActorRef<ClientMsg>, max_mailbox: usize) -> Self {
+        ClientLink {
+            client_id,
+            actor,
+            queued: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+            online: AtomicBool::new(true),
+            max_mailbox,
+        }
+    }
+
+    /// Sends a batch of deliveries; returns false (and counts the drops) when the mailbox is
+    /// over its bound or the actor is gone.
+    pub fn deliver(&self, batch: Vec<Delivery>, metrics: &Metrics) -> bool {
+        let n = batch.len();
+        if n == 0 {
+            return true;
+        }
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before >= self.max_mailbox {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.refused.fetch_add(n as u64, Ordering::Relaxed);
+            metrics.dropped.mailbox_full.add(n as u64);
+            return false;
+        }
+        if self.actor.cast(ClientMsg::Deliver(batch)).is_err() {
+            // The actor stopped between lookup and send; its session is gone with it.
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Called by the client actor for each batch it takes out of its mailbox.
+    pub fn handled(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Deliveries waiting in the mailbox.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Deliveries refused for a full mailbox, ever.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether a network connection is attached.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection state.
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,126 @@
+//! Router actor: the only writer of the route table for its share of the filters.
+//!
+//! Supervised by: `router_sup` (one_for_one), restart type permanent.
+//! Receives: `Subscribe` and `Unsubscribe` calls from client actors (the reply means the
+//! change is in place, so a SUBACK or UNSUBACK can go out), `Crash` from the fault-injection
+//! hook.
+//! Owns: nothing that a restart could lose. The table is in the broker context; a router that
+//! comes back re-registers itself in its slot and carries on.
+//!
+//! Filters are spread over the routers by a fixed hash, so that all changes to one filter are
+//! serialized through one mailbox (the place where a cluster announces a filter's first and last
+//! subscriber), while publishes never pass through a router: they read the table directly.
+
+use std::sync::Arc;
+
+use beamq_protocol::ByteString;
+use beamq_protocol::session::Subscription;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::broker::Broker;
+use crate::link::ClientHandle;
+use crate::route_table::RouteEntry;
+
+/// Messages of a router.
+#[derive(Debug)]
+pub enum RouterMsg {
+    /// Add or replace `client`'s subscriptions; reply once they are in the table.
+    Subscribe {
+        /// The subscriber.
+        client: ClientHandle,
+        /// Filters (possibly `$share/...`) and options.
+        subs: Vec<(ByteString, Subscription)>,
+        /// Answered when done.
+        reply: RpcReplyPort<()>,
+    },
+    /// Remove `client`'s subscriptions (only entries that still belong to this client actor).
+    Unsubscribe {
+        /// The subscriber.
+        client: ClientHandle,
+        /// Filters as subscribed.
+        filters: Vec<ByteString>,
+        /// Answered when done.
+        reply: RpcReplyPort<()>,
+    },
+    /// Test-only: panic, to show the supervisor restarting a router (`debug.fault_injection`).
+    Crash,
+}
+
+// Local only: client actors and their peers are never remotable (DESIGN §10), so the
+// message needs no serialization even with ractor's `cluster` feature on.
+impl ractor::Message for RouterMsg {}
+
+/// Arguments: which slot this router fills, and the broker.
+#[derive(Debug, Clone)]
+pub struct RouterArgs {
+    /// Index among the routers.
+    pub index: usize,
+    /// The broker context.
+    pub broker: Arc<Broker>,
+}
+
+/// The router actor.
+#[derive(Debug, Clone, Copy)]
+pub struct Router;
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = RouterArgs;
+    type Arguments = RouterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RouterMsg>,
+        args: RouterArgs,
+    ) -> Result<RouterArgs, ActorProcessingErr> {
+        args.broker.set_router(args.index, Some(myself));
+        Ok(args)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<RouterMsg>,
+        state: &mut RouterArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        state.broker.set_router(state.index, None);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RouterMsg>,
+        msg: RouterMsg,
+        state: &mut RouterArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let routes = &state.broker.routes;
+        match msg {
+            RouterMsg::Subscribe { client, subs, reply } => {
+                for (filter, subscription) in subs {
+                    routes.insert(
+                        &filter,
+                        RouteEntry {
+                            client: client.clone(),
+                            subscription,
+                        },
+                    );
+                }
+                let _ = reply.send(());
+            }
+            RouterMsg::Unsubscribe {
+                client,
+                filters,
+                reply,
+            } => {
+                for filter in &filters {
+                    routes.remove(filter, &client);
+                }
+                let _ = reply.send(());
+            }
+            RouterMsg::Crash => {
+                tracing::warn!(router = state.index, "fault injection: router panics");
+                panic!("fault injection: router {} crashed on request", state.index);
+            }
+        }
+        Ok(())
+    }
+}

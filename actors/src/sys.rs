@@ -1,0 +1,112 @@
+//! `$SYS` actor: publishes the node's vital statistics under `$SYS/brokers/{node}/...`.
+//!
+//! Supervised by: the root supervisor, restart type permanent.
+//! Receives: `Tick` from its own interval timer.
+//! Owns: the timer. Values are published retained, so a new subscriber sees the latest ones at
+//! once; `$` topics are never matched by a leading wildcard [MQTT-4.7.2-1], so `#` subscribers
+//! do not receive them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use beamq_protocol::session::Message;
+use beamq_protocol::{ByteString, Bytes};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+
+/// Messages of the `$SYS` actor.
+#[derive(Debug)]
+pub enum SysMsg {
+    /// Publish the current values.
+    Tick,
+}
+
+// Local only: client actors and their peers are never remotable (DESIGN §10), so the
+// message needs no serialization even with ractor's `cluster` feature on.
+impl ractor::Message for SysMsg {}
+
+/// State: the broker and the timer (stopped on drop).
+#[derive(Debug)]
+pub struct SysState {
+    broker: Arc<Broker>,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl Drop for SysState {
+    fn drop(&mut self) {
+        if let Some(t) = &self.timer {
+            t.abort();
+        }
+    }
+}
+
+/// The `$SYS` actor.
+#[derive(Debug, Clone, Copy)]
+pub struct Sys;
+
+impl Actor for Sys {
+    type Msg = SysMsg;
+    type State = SysState;
+    type Arguments = Arc<Broker>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SysMsg>,
+        broker: Arc<Broker>,
+    ) -> Result<SysState, ActorProcessingErr> {
+        let every = broker.config.sys.interval.get().unwrap_or(Duration::ZERO);
+        let timer = (!every.is_zero()).then(|| {
+            let _ = myself.cast(SysMsg::Tick);
+            myself.send_interval(every, || SysMsg::Tick)
+        });
+        Ok(SysState { broker, timer })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SysMsg>,
+        msg: SysMsg,
+        state: &mut SysState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SysMsg::Tick => publish_all(&state.broker),
+        }
+        Ok(())
+    }
+}
+
+/// The `$SYS` topics and their current values.
+pub fn sys_values(broker: &Broker) -> Vec<(String, String)> {
+    let m = &broker.metrics;
+    let node = &broker.config.node.name;
+    let p = |suffix: &str| format!("$SYS/brokers/{node}/{suffix}");
+    vec![
+        (p("version"), env!("CARGO_PKG_VERSION").to_string()),
+        (
+            p("uptime"),
+            broker.started_at.elapsed().as_secs().to_string(),
+        ),
+        (p("clients/connected"), m.connections.get().to_string()),
+        (p("clients/total"), m.connects.get().to_string()),
+        (p("sessions/count"), m.sessions.get().to_string()),
+        (
+            p("subscriptions/count"),
+            broker.routes.subscription_count().to_string(),
+        ),
+        (p("retained/count"), broker.retained.len().to_string()),
+        (p("messages/received"), m.messages_received.get().to_string()),
+        (p("messages/sent"), m.messages_sent.get().to_string()),
+        (p("messages/dropped"), m.messages_dropped().to_string()),
+        (p("bytes/received"), m.bytes_received.get().to_string()),
+        (p("bytes/sent"), m.bytes_sent.get().to_string()),
+    ]
+}
+
+fn publish_all(broker: &Broker) {
+    for (topic, value) in sys_values(broker) {
+        let message = Message::system(ByteString::from(topic), Bytes::from(value), true);
+        broker.publish(Arc::new(message));
+    }
+}

@@ -1,0 +1,214 @@
+//! The MQTT session: the state that outlives a network connection (3.1.1 §4.1, 5.0 §4.1).
+//!
+//! It is plain data so that a takeover can move it, whole, from one client actor to another:
+//! subscriptions, QoS 1/2 messages in flight towards the client, the queue of messages waiting
+//! for the window or for the client to come back, and the packet identifiers of QoS 2 messages
+//! received but not yet released.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytestring::ByteString;
+
+use crate::packet::{QoS, SubscriptionOptions};
+use crate::session::limits::DropPolicy;
+use crate::session::message::Delivery;
+
+/// One subscription of the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Options, with the QoS already capped to what was granted.
+    pub options: SubscriptionOptions,
+    /// v5 Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+/// Where a QoS 1/2 message sent to the client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    AwaitAck,
+    /// PUBREL sent, waiting for PUBCOMP (QoS 2).
+    AwaitComp,
+}
+
+/// A message in flight towards the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inflight {
+    /// Packet identifier it was sent with; kept on resend [MQTT-4.4.0-1].
+    pub packet_id: u16,
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Handshake phase.
+    pub phase: Phase,
+}
+
+/// Why a message meant for this session was not delivered (counted per client and per reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The queue was full (drop policy applied).
+    QueueFull,
+    /// The Message Expiry Interval passed while queued [MQTT-3.3.2-5].
+    Expired,
+    /// Larger than the client's Maximum Packet Size [MQTT-3.1.2-24].
+    TooLarge,
+    /// QoS 0 while offline or congested, with QoS 0 queueing disabled.
+    Qos0NotQueued,
+}
+
+impl DropReason {
+    /// Stable label for counters and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Expired => "expired",
+            DropReason::TooLarge => "too_large",
+            DropReason::Qos0NotQueued => "qos0_not_queued",
+        }
+    }
+}
+
+/// The session state.
+#[derive(Debug, Clone, Default)]
+pub struct SessionState {
+    /// Subscriptions by filter exactly as subscribed (including any `$share/{group}/` prefix).
+    pub subscriptions: HashMap<ByteString, Subscription>,
+    /// QoS 1/2 messages sent and not yet completed, in the order they were first sent.
+    pub inflight: VecDeque<Inflight>,
+    /// Messages waiting to be sent, oldest first; bounded by the queue limit.
+    pub queue: VecDeque<Delivery>,
+    /// Retained messages owed because of a subscription. Never dropped for space: they are
+    /// flow-controlled by the window and the write budget instead of being truncated.
+    pub retained: VecDeque<Delivery>,
+    /// Packet identifiers of QoS 2 messages received and not yet released (PUBREL).
+    pub awaiting_rel: HashSet<u16>,
+    /// Session Expiry Interval in seconds (`u32::MAX` = never).
+    pub expiry_interval: u32,
+    next_packet_id: u16,
+}
+
+impl SessionState {
+    /// A new, empty session.
+    pub fn new(expiry_interval: u32) -> Self {
+        SessionState {
+            expiry_interval,
+            ..SessionState::default()
+        }
+    }
+
+    /// The next free packet identifier, skipping those in flight [MQTT-2.2.1-3]. The caller
+    /// makes sure the window is smaller than 65,535, so one is always free.
+    pub fn next_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if self.next_packet_id == 0 {
+                self.next_packet_id = 1;
+            }
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Position of the in-flight message with this identifier. Acknowledgements usually come
+    /// in order, so the search from the front is short.
+    pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
+        self.inflight.iter().position(|i| i.packet_id == packet_id)
+    }
+
+    /// Queues a delivery under the limit and policy; returns a delivery that had to be dropped.
+    pub fn enqueue(
+        &mut self,
+        delivery: Delivery,
+        max: usize,
+        policy: DropPolicy,
+    ) -> Option<Delivery> {
+        if max > 0 && self.queue.len() >= max {
+            return match policy {
+                DropPolicy::DropNewest => Some(delivery),
+                DropPolicy::DropOldest => {
+                    let oldest = self.queue.pop_front();
+                    self.queue.push_back(delivery);
+                    oldest
+                }
+            };
+        }
+        self.queue.push_back(delivery);
+        None
+    }
+
+    /// Removes and returns every message the client has not accepted and that may still go
+    /// elsewhere: queued, retained owed, and QoS 1 in flight. Used when the session ends, so
+    /// that shared-subscription messages can go to another member of their group. QoS 2
+    /// messages already sent are not returned: they must not reach another client
+    /// [MQTT-4.8.2-5].
+    pub fn take_undelivered(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let inflight = std::mem::take(&mut self.inflight);
+        out.extend(
+            inflight
+                .into_iter()
+                .filter(|i| i.phase == Phase::AwaitAck && i.delivery.qos == QoS::AtLeastOnce)
+                .map(|i| i.delivery),
+        );
+        out.extend(self.queue.drain(..));
+        out.extend(self.retained.drain(..));
+        out
+    }
+
+    /// Messages held for the client: in flight plus queued plus retained owed.
+    pub fn pending_len(&self) -> usize {
+        self.inflight.len() + self.queue.len() + self.retained.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::message::Message;
+    use std::sync::Arc;
+
+    fn d(n: u8) -> Delivery {
+        let m = Message::system(
+            ByteString::from("t"),
+            bytes::Bytes::from(vec![n]),
+            false,
+        );
+        Delivery::new(Arc::new(m), QoS::AtLeastOnce, false)
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_those_in_flight() {
+        let mut s = SessionState::new(0);
+        s.next_packet_id = u16::MAX - 1;
+        assert_eq!(s.next_packet_id(), u16::MAX);
+        s.inflight.push_back(Inflight {
+            packet_id: 1,
+            delivery: d(0),
+            phase: Phase::AwaitAck,
+        });
+        assert_eq!(s.next_packet_id(), 2);
+    }
+
+    #[test]
+    fn queue_drop_oldest_and_newest() {
+        let mut s = SessionState::new(0);
+        assert!(s.enqueue(d(1), 2, DropPolicy::DropOldest).is_none());
+        assert!(s.enqueue(d(2), 2, DropPolicy::DropOldest).is_none());
+        let dropped = s.enqueue(d(3), 2, DropPolicy::DropOldest).expect("dropped");
+        assert_eq!(dropped.message.payload[0], 1);
+        let dropped = s.enqueue(d(4), 2, DropPolicy::DropNewest).expect("dropped");
+        assert_eq!(dropped.message.payload[0], 4);
+        let left: Vec<u8> = s.queue.iter().map(|d| d.message.payload[0]).collect();
+        assert_eq!(left, vec![2, 3]);
+    }
+
+    #[test]
+    fn unlimited_queue_when_max_is_zero() {
+        let mut s = SessionState::new(0);
+        for i in 0..100 {
+            assert!(s.enqueue(d(i), 0, DropPolicy::DropNewest).is_none());
+        }
+        assert_eq!(s.queue.len(), 100);
+    }
+}

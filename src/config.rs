@@ -1,0 +1,220 @@
+//! Loading the configuration: embedded defaults, then a file, then `BEAMQ__SECTION__KEY`
+//! environment variables, then command-line flags (DESIGN §7), validated once.
+//!
+//! Errors name the key and the expected form; unknown keys are refused rather than ignored, so a
+//! typo in a config file is found at start and not in production.
+
+use std::path::{Path, PathBuf};
+
+use beamq_actors::config::{Config, ConfigError};
+use config::{Environment, File, FileFormat};
+
+/// The default configuration file, embedded in the binary.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/beamq.toml");
+
+/// Values given on the command line; `None` leaves the layers below in charge.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`
+    pub config_file: Option<PathBuf>,
+    /// `--listen ADDR:PORT` (the default TCP listener)
+    pub listen: Option<String>,
+    /// `--data-dir DIR`
+    pub data_dir: Option<PathBuf>,
+    /// `--log-level LEVEL`
+    pub log_level: Option<String>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file does not exist or cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A layer is not valid TOML, or a value has the wrong type or an unknown key was given.
+    #[error("configuration error: {0}")]
+    Parse(String),
+    /// A value is out of range.
+    #[error("configuration error: {0}")]
+    Invalid(#[from] ConfigError),
+}
+
+/// Loads, layers and validates the configuration. `env` is the environment to read (the
+/// process environment in `main`, a fixed map in tests).
+pub fn load(
+    overrides: &Overrides,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, LoadError> {
+    let mut builder = config::Config::builder()
+        .add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml));
+    if let Some(path) = &overrides.config_file {
+        let text = read_file(path)?;
+        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+    }
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("BEAMQ__"))
+        .collect();
+    builder = builder.add_source(
+        Environment::with_prefix("BEAMQ")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env)),
+    );
+    let set = |b: config::ConfigBuilder<config::builder::DefaultState>, key: &str, v: &str| {
+        b.set_override(key, v.to_string())
+            .map_err(|e| LoadError::Parse(e.to_string()))
+    };
+    if let Some(listen) = &overrides.listen {
+        builder = set(builder, "listeners.tcp.default.bind", listen)?;
+    }
+    if let Some(dir) = &overrides.data_dir {
+        builder = set(builder, "node.data_dir", &dir.to_string_lossy())?;
+    }
+    if let Some(level) = &overrides.log_level {
+        builder = set(builder, "log.level", level)?;
+    }
+    let layered = builder
+        .build()
+        .map_err(|e| LoadError::Parse(e.to_string()))?;
+    let config: Config = layered
+        .try_deserialize()
+        .map_err(|e| LoadError::Parse(explain(e)))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn read_file(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The `config` crate reports serde's message and, where it knows it, the key; make sure the
+/// reader sees both.
+fn explain(e: config::ConfigError) -> String {
+    e.to_string()
+}
+
+/// The effective configuration as TOML, for `--print-config`.
+pub fn to_toml(config: &Config) -> String {
+    toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_equal_the_typed_defaults() {
+        // The file and the struct must never drift apart.
+        let loaded = load(&Overrides::default(), env(&[])).expect("defaults load");
+        assert_eq!(loaded, Config::default());
+    }
+
+    #[test]
+    fn env_and_flags_override_in_order() {
+        let loaded = load(
+            &Overrides {
+                listen: Some("127.0.0.1:2883".into()),
+                log_level: Some("debug".into()),
+                ..Overrides::default()
+            },
+            env(&[
+                ("BEAMQ__MQTT__MAX_INFLIGHT", "7"),
+                ("BEAMQ__LOG__LEVEL", "warn"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(loaded.mqtt.max_inflight, 7);
+        assert_eq!(loaded.log.level, "debug", "flags win over env");
+        assert_eq!(
+            loaded.listeners.tcp["default"].bind.to_string(),
+            "127.0.0.1:2883"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_by_name() {
+        let e = load(
+            &Overrides::default(),
+            env(&[("BEAMQ__MQTT__MAX_INFLIGTH", "7")]),
+        )
+        .expect_err("typo refused");
+        let msg = e.to_string();
+        assert!(msg.contains("max_infligth"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = load(
+            &Overrides::default(),
+            env(&[("BEAMQ__MQTT__CONNECT_TIMEOUT", "soon")]),
+        )
+        .expect_err("refused");
+        let msg = e.to_string();
+        assert!(msg.contains("connect_timeout"), "{msg}");
+        let e = load(
+            &Overrides::default(),
+            env(&[("BEAMQ__MQTT__RECEIVE_MAXIMUM", "0")]),
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("mqtt.receive_maximum"), "{e}");
+        let e = load(
+            &Overrides {
+                listen: Some("not-an-address".into()),
+                ..Overrides::default()
+            },
+            env(&[]),
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("bind"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let e = load(
+            &Overrides {
+                config_file: Some("/nonexistent/beamq.toml".into()),
+                ..Overrides::default()
+            },
+            env(&[]),
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("/nonexistent/beamq.toml"));
+    }
+
+    #[test]
+    fn printed_config_loads_back_identically() {
+        let c = Config::default();
+        let text = to_toml(&c);
+        let dir = std::env::temp_dir().join(format!("beamq-print-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let path = dir.join("printed.toml");
+        std::fs::write(&path, text).expect("write");
+        let loaded = load(
+            &Overrides {
+                config_file: Some(path),
+                ..Overrides::default()
+            },
+            env(&[]),
+        )
+        .expect("round trip");
+        assert_eq!(loaded, c);
+    }
+}

@@ -1,0 +1,228 @@
+//! A beamq node: the application supervision tree (DESIGN §3) and its orderly shutdown.
+//!
+//! ```text
+//! beamq (one_for_all)               a broken core restarts the node's core, as emqx_sup does
+//! ├ router_sup (one_for_one)        router-0 .. router-N (permanent), retainer (permanent)
+//! ├ broker_sup (one_for_one)        registry (permanent), sys (permanent)
+//! ├ session_sup (dynamic)           one temporary client actor per MQTT client
+//! └ listener_sup (one_for_one)      one listener per configured endpoint (permanent)
+//! ```
+//!
+//! The tree is data, built in one place ([`tree`]) and started in order; it stops in reverse
+//! order, so listeners stop accepting before sessions go and sessions go before the tables'
+//! writers. Registry and `$SYS` sit under their own one_for_one supervisor rather than directly
+//! under the one_for_all root: a registry crash then restarts the registry alone, with its table
+//! intact, instead of disconnecting every client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use beamq_actors::client::ClientMsg;
+use beamq_actors::config::Config;
+use beamq_actors::listener::{Listener, ListenerArgs};
+use beamq_actors::registry::Registry;
+use beamq_actors::retainer::Retainer;
+use beamq_actors::router::{Router, RouterArgs};
+use beamq_actors::sys::Sys;
+use beamq_actors::Broker;
+use beamq_protocol::ReasonCode;
+use beamq_supervisors::{
+    ChildKind, ChildSpec, DynamicSupervisorSpec, Restart, Strategy, SupervisorError,
+    SupervisorMsg, SupervisorSpec, SupervisorStats, shutdown_within, start_dynamic_supervisor,
+    start_supervisor, terminate_child,
+};
+use ractor::{Actor, ActorRef};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The supervision tree did not start (a listener could not bind, ...).
+    #[error("node failed to start: {0}")]
+    Start(String),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    broker: Arc<Broker>,
+    root: ActorRef<SupervisorMsg>,
+    root_stats: Arc<SupervisorStats>,
+}
+
+/// Builds the supervision tree for `broker`.
+pub fn tree(broker: &Arc<Broker>) -> SupervisorSpec {
+    let config = &broker.config;
+
+    let mut router_sup = SupervisorSpec::new(Strategy::OneForOne)
+        .with_intensity(10, Duration::from_secs(10));
+    for index in 0..config.broker.routers {
+        let args = RouterArgs {
+            index,
+            broker: broker.clone(),
+        };
+        router_sup = router_sup.child(ChildSpec::actor(
+            format!("router-{index}"),
+            Restart::Permanent,
+            Router,
+            args,
+        ));
+    }
+    router_sup = router_sup.child(ChildSpec::actor(
+        "retainer",
+        Restart::Permanent,
+        Retainer,
+        broker.clone(),
+    ));
+
+    let broker_sup = SupervisorSpec::new(Strategy::OneForOne)
+        .with_intensity(10, Duration::from_secs(10))
+        .child(ChildSpec::actor(
+            "registry",
+            Restart::Permanent,
+            Registry,
+            broker.clone(),
+        ))
+        .child(ChildSpec::actor("sys", Restart::Permanent, Sys, broker.clone()));
+
+    let shutdown = config
+        .broker
+        .shutdown_timeout
+        .get()
+        .unwrap_or(Duration::from_secs(10));
+    let sessions = DynamicSupervisorSpec::new()
+        .with_max_children(config.mqtt.max_clients)
+        .with_shutdown(shutdown);
+    let b = broker.clone();
+    let session_sup = ChildSpec::new(
+        "session_sup",
+        ChildKind::Supervisor,
+        Restart::Permanent,
+        move |parent| {
+            let spec = sessions.clone();
+            let broker = b.clone();
+            async move {
+                let (handle, _) = start_dynamic_supervisor(spec, Some(parent)).await?;
+                broker.set_session_sup(Some(handle.cell()));
+                Ok::<_, SupervisorError>(handle.cell())
+            }
+        },
+    )
+    .with_shutdown(shutdown + Duration::from_secs(1));
+
+    let mut listener_sup = SupervisorSpec::new(Strategy::OneForOne);
+    for (name, l) in config.listeners.tcp.iter().filter(|(_, l)| l.enable) {
+        let args = ListenerArgs {
+            name: format!("tcp:{name}"),
+            config: l.clone(),
+            broker: broker.clone(),
+        };
+        listener_sup = listener_sup.child(ChildSpec::worker(
+            format!("tcp:{name}"),
+            Restart::Permanent,
+            move |sup| {
+                let args = args.clone();
+                async move { Actor::spawn_linked(None, Listener, args, sup).await }
+            },
+        ));
+    }
+
+    SupervisorSpec::new(Strategy::OneForAll)
+        .with_intensity(3, Duration::from_secs(5))
+        .child(ChildSpec::supervisor("router_sup", router_sup))
+        .child(ChildSpec::supervisor("broker_sup", broker_sup))
+        .child(session_sup)
+        .child(ChildSpec::supervisor("listener_sup", listener_sup))
+}
+
+impl Node {
+    /// Starts a node with a validated configuration.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        let data_dir = config.node.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let broker = Broker::new(config);
+        let spec = tree(&broker);
+        let root_stats = spec.stats();
+        let (root, _join) = start_supervisor(spec, None)
+            .await
+            .map_err(|e| NodeError::Start(error_chain(&e)))?;
+        tracing::info!(node = %broker.config.node.name, "node started");
+        Ok(Node {
+            broker,
+            root,
+            root_stats,
+        })
+    }
+
+    /// The broker context (tables, counters, configuration).
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// The root supervisor.
+    pub fn root(&self) -> &ActorRef<SupervisorMsg> {
+        &self.root
+    }
+
+    /// Counters of the root supervisor.
+    pub fn root_stats(&self) -> &Arc<SupervisorStats> {
+        &self.root_stats
+    }
+
+    /// The bound address of the default MQTT listener.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.broker.listen_addr("tcp:default")
+    }
+
+    /// Graceful shutdown: stop accepting, send every client DISCONNECT 0x8B (v5) and end its
+    /// session (publishing wills), then stop the tree in reverse order.
+    pub async fn shutdown(self) {
+        let broker = self.broker.clone();
+        broker.begin_shutdown();
+        let grace = broker
+            .config
+            .broker
+            .shutdown_timeout
+            .get()
+            .unwrap_or(Duration::from_secs(10));
+        if let Err(e) = terminate_child(&self.root, "listener_sup", grace).await {
+            tracing::warn!(error = %e, "listeners did not stop cleanly");
+        }
+        for client in broker.sessions.all() {
+            let _ = client.actor.cast(ClientMsg::Kick {
+                reason: ReasonCode::ServerShuttingDown,
+                end_session: true,
+            });
+        }
+        let deadline = Instant::now() + grace;
+        while broker.metrics.sessions.get() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Err(e) = shutdown_within(&self.root.get_cell(), grace).await {
+            tracing::warn!(error = %e, "supervision tree did not stop in time");
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
