@@ -165,6 +165,7 @@ where
         }
         Ok(Err(e)) => {
             refuse_undecodable(&mut stream, &e, &broker).await;
+            close_gracefully(stream).await;
             return;
         }
         Ok(Ok(None)) => return,
@@ -195,8 +196,8 @@ where
                 let mut out = BytesMut::new();
                 let _ = codec::encode(&Packet::Connack(refused.to_connack()), version, &mut out);
                 let _ = stream.write_all(&out).await;
-                let _ = stream.shutdown().await;
             }
+            close_gracefully(stream).await;
             return;
         }
     };
@@ -217,6 +218,7 @@ where
         .to_connack();
         let _ = codec::encode(&Packet::Connack(connack), version, &mut out);
         let _ = stream.write_all(&out).await;
+        close_gracefully(stream).await;
         return;
     };
 
@@ -291,7 +293,6 @@ where
             tracing::info!(error = %other, "bad CONNECT, closing without CONNACK");
         }
     }
-    let _ = stream.shutdown().await;
 }
 
 async fn start_client(
@@ -357,11 +358,11 @@ where
             CLOSE_AFTER_FLUSH => {
                 reading = false;
                 take_output(conn, &mut wbuf);
+                let deadline = *close_by.get_or_insert_with(|| Instant::now() + flush_timeout);
                 if wbuf.is_empty() {
-                    let _ = tokio::time::timeout(flush_timeout, wr.shutdown()).await;
+                    linger(&mut rd, &mut wr, deadline).await;
                     return None;
                 }
-                close_by.get_or_insert_with(|| Instant::now() + flush_timeout);
             }
             _ => {}
         }
@@ -429,6 +430,37 @@ where
             _ = sleep_until_opt(close_by), if close_by.is_some() => return None,
         }
     }
+}
+
+/// [`linger`] on a whole stream, with a short deadline: used when refusing a connection.
+async fn close_gracefully<S>(stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    linger(&mut rd, &mut wr, Instant::now() + Duration::from_secs(2)).await;
+}
+
+/// Closes gracefully: half-close our side, then read and discard until the client closes its
+/// side or the deadline passes. Closing a socket with unread input makes the kernel send RST,
+/// which can destroy our last packets (the DISCONNECT with its reason code) before the client
+/// reads them, and makes a client that is still writing (PUBRELs, say) fail with a broken pipe.
+async fn linger<R, W>(rd: &mut R, wr: &mut W, deadline: Instant)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout_at(deadline, wr.shutdown()).await;
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout_at(deadline, async {
+        loop {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 fn take_output(conn: &Conn, wbuf: &mut BytesMut) {

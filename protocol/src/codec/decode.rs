@@ -12,10 +12,11 @@
 //! Authentication Data without Authentication Method, a Subscription Identifier in a PUBLISH
 //! from a client [MQTT-3.3.4-6], and which side may send which packet.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
 
 use super::properties as props;
-use super::read::{Reader, VarInt, read_varint, to_string};
+use super::read::{Reader, VarInt, has_nul_or_wildcard, read_varint};
 use crate::error::DecodeError;
 use crate::packet::{
     Auth, Connack, Connect, Disconnect, LastWill, Packet, PacketType, ProtocolVersion, PubAck,
@@ -79,7 +80,7 @@ fn packet_type(nibble: u8, version: ProtocolVersion) -> Result<PacketType, Decod
     }
 }
 
-/// The low nibble of the first byte [MQTT-2.2.2-1, MQTT-2.2.2-2].
+/// The low nibble of the first byte ([MQTT-2.2.2-1, MQTT-2.2.2-2] in 3.1.1, [MQTT-2.1.3-1] in 5.0).
 ///
 /// PUBLISH: QoS 3 is invalid [MQTT-3.3.1-4], and DUP with QoS 0 is rejected in every version:
 /// 3.1.1 and 5.0 both state "The DUP flag MUST be set to 0 for all QoS 0 messages"
@@ -122,6 +123,14 @@ fn check_flags(ptype: PacketType, flags: u8, version: ProtocolVersion) -> Result
     }
 }
 
+/// Splits the whole frame off `buf` and returns its body. Advancing before freezing, rather
+/// than slicing the frozen frame, saves a reference-count round trip per packet.
+fn take_body(buf: &mut BytesMut, h: &Header) -> Bytes {
+    let mut frame = buf.split_to(h.total);
+    frame.advance(h.header_len);
+    frame.freeze()
+}
+
 /// See [`super::decode`].
 pub(crate) fn decode(
     buf: &mut BytesMut,
@@ -131,8 +140,7 @@ pub(crate) fn decode(
     let Some(h) = header(buf, version, max_packet_size)? else {
         return Ok(None);
     };
-    let frame = buf.split_to(h.total).freeze();
-    let body = Reader::new(frame.slice(h.header_len..), h.ptype.name());
+    let body = Reader::new(take_body(buf, &h), h.ptype.name());
     body_of(h.ptype, h.flags, body, version).map(Some)
 }
 
@@ -153,8 +161,7 @@ pub(crate) fn decode_connect(
     let Some(h) = header(buf, ProtocolVersion::V5, max_packet_size)? else {
         return Ok(None);
     };
-    let frame = buf.split_to(h.total).freeze();
-    connect(Reader::new(frame.slice(h.header_len..), "CONNECT")).map(Some)
+    connect(Reader::new(take_body(buf, &h), "CONNECT")).map(Some)
 }
 
 fn body_of(
@@ -349,7 +356,8 @@ fn connect(mut r: Reader) -> Result<Connect, DecodeError> {
     let has_username = flags & 0x80 != 0;
     if !will_flag && (will_qos != 0 || will_retain) {
         return Err(DecodeError::ReservedBitsSet(
-            "CONNECT will flags without the Will Flag [MQTT-3.1.2-11, MQTT-3.1.2-13, MQTT-3.1.2-15]",
+            "CONNECT will flags without the Will Flag \
+             [MQTT-3.1.2-13, MQTT-3.1.2-15 in 3.1.1; MQTT-3.1.2-11, MQTT-3.1.2-13 in 5.0]",
         ));
     }
     let will_qos = QoS::from_u8(will_qos).ok_or(DecodeError::InvalidQoS("will"))?;
@@ -436,22 +444,20 @@ fn connack(mut r: Reader, version: ProtocolVersion) -> Result<Connack, DecodeErr
 
 /// A PUBLISH Topic Name: a valid string without wildcards [MQTT-3.3.2-2]; empty only in v5,
 /// where a Topic Alias may stand for it (the state machine resolves that).
-fn topic_name(
-    r: &mut Reader,
-    version: ProtocolVersion,
-) -> Result<bytestring::ByteString, DecodeError> {
+fn topic_name(r: &mut Reader, version: ProtocolVersion) -> Result<ByteString, DecodeError> {
     let raw = r.binary()?;
     if raw.is_empty() && !version.is_v5() {
         return Err(DecodeError::InvalidTopicName);
     }
-    // One scan for the rare bytes; only when one is found do we find out which.
-    if raw.iter().any(|&b| matches!(b, 0 | b'+' | b'#')) {
+    // One scan for the three rare bytes; only when one is found do we find out which.
+    if has_nul_or_wildcard(&raw) {
         if raw.contains(&0) {
             return Err(DecodeError::InvalidUtf8("topic name"));
         }
         return Err(DecodeError::InvalidTopicName);
     }
-    to_string(raw, "topic name")
+    // U+0000 was excluded above, so only UTF-8 well-formedness is left [MQTT-1.5.4-1].
+    ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8("topic name"))
 }
 
 fn publish(mut r: Reader, flags: u8, version: ProtocolVersion) -> Result<Publish, DecodeError> {
@@ -475,7 +481,7 @@ fn publish(mut r: Reader, flags: u8, version: ProtocolVersion) -> Result<Publish
         topic,
         packet_id,
         properties,
-        payload: r.rest(),
+        payload: r.into_rest(),
     })
 }
 

@@ -6,7 +6,7 @@
 //! typed error instead of panicking, and strings and binary fields are `Bytes` slices of the
 //! frame, so nothing is copied.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use bytestring::ByteString;
 
 use crate::error::DecodeError;
@@ -107,6 +107,14 @@ impl Reader {
         out
     }
 
+    /// Everything left, consuming the reader: the PUBLISH payload without a reference-count
+    /// round trip.
+    pub(crate) fn into_rest(self) -> Bytes {
+        let mut buf = self.buf;
+        buf.advance(self.pos);
+        buf
+    }
+
     /// Splits off the next `len` bytes as their own reader (a property block).
     pub(crate) fn sub(&mut self, len: usize) -> Result<Reader, DecodeError> {
         if self.remaining() < len {
@@ -132,11 +140,36 @@ impl Reader {
 }
 
 /// Validates a UTF-8 Encoded String held in `raw` without copying it.
-pub(crate) fn to_string(raw: Bytes, field: &'static str) -> Result<ByteString, DecodeError> {
+fn to_string(raw: Bytes, field: &'static str) -> Result<ByteString, DecodeError> {
     if raw.contains(&0) {
         return Err(DecodeError::InvalidUtf8(field));
     }
     ByteString::try_from(raw).map_err(|_| DecodeError::InvalidUtf8(field))
+}
+
+/// Whether `b` holds U+0000, `+` or `#`: the bytes a PUBLISH topic must not contain. Topics are
+/// scanned on every PUBLISH, so this tests eight bytes at a time (the classic "has a zero byte"
+/// word trick, once per searched byte) instead of one.
+pub(crate) fn has_nul_or_wildcard(b: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Nonzero exactly when some byte of `x` is zero.
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI != 0;
+    let plus = LO * u64::from(b'+');
+    let hash = LO * u64::from(b'#');
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_le_bytes(word);
+        if has_zero(x) || has_zero(x ^ plus) || has_zero(x ^ hash) {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&c| matches!(c, 0 | b'+' | b'#'))
 }
 
 /// Outcome of reading a Variable Byte Integer from a slice that may be incomplete.
@@ -210,6 +243,24 @@ mod tests {
         let mut r = Reader::new(Bytes::from_static(&[0, 3, b'a', b'/', b'b']), "T");
         assert_eq!(r.string("s").as_deref(), Ok("a/b"));
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn word_scan_finds_every_position() {
+        for len in 0..20 {
+            assert!(!has_nul_or_wildcard(&vec![b'a'; len]));
+            for pos in 0..len {
+                for bad in [0u8, b'+', b'#'] {
+                    let mut v = vec![b'a'; len];
+                    v[pos] = bad;
+                    assert!(has_nul_or_wildcard(&v), "{len} {pos} {bad}");
+                }
+            }
+        }
+        // Bytes next to the searched ones, and high bytes, are not matches.
+        assert!(!has_nul_or_wildcard(
+            b"\x01\x2A\x2C\x22\x24\xFF\x80\x81\xAB\xA3"
+        ));
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn packet_type_15_is_reserved_before_v5() {
 }
 
 #[test]
-fn fixed_header_flags_mqtt_2_2_2_1_and_2() {
+fn fixed_header_flags_mqtt_2_2_2_1_and_2_and_5_0_mqtt_2_1_3_1() {
     let cases: &[(u8, &[u8])] = &[
         (0x11, &[]),                    // CONNECT
         (0x21, &[0, 0]),                // CONNACK
@@ -523,7 +523,7 @@ fn connect_will_qos_3_is_invalid() {
 }
 
 #[test]
-fn connect_will_qos_and_retain_need_the_will_flag_mqtt_3_1_2_11_13_15() {
+fn connect_will_qos_and_retain_need_the_will_flag_mqtt_3_1_2_13_15() {
     for flags in [0b0000_1010, 0b0001_0010, 0b0010_0010] {
         assert!(
             matches!(
@@ -878,7 +878,7 @@ fn publish_topic_with_nul_or_bad_utf8() {
 }
 
 #[test]
-fn publish_packet_id_0_is_invalid_mqtt_2_2_1_3() {
+fn publish_packet_id_0_is_invalid_mqtt_2_3_1_1() {
     assert_eq!(
         err(&[0x32, 0x05, 0, 1, b'a', 0, 0], V311),
         E::InvalidPacketId("PUBLISH")
