@@ -50,8 +50,8 @@ pub fn load(
     overrides: &Overrides,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, LoadError> {
-    let mut builder = config::Config::builder()
-        .add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml));
+    let mut builder =
+        config::Config::builder().add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml));
     if let Some(path) = &overrides.config_file {
         let text = read_file(path)?;
         builder = builder.add_source(File::from_str(&text, FileFormat::Toml));

@@ -12,7 +12,11 @@ use beamq::config::{self, Overrides};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "beamq", version, about = "An MQTT 3.1 / 3.1.1 / 5.0 broker on supervised actors")]
+#[command(
+    name = "beamq",
+    version,
+    about = "An MQTT 3.1 / 3.1.1 / 5.0 broker on supervised actors"
+)]
 struct Cli {
     /// Print the effective configuration (defaults, file, environment, flags) and exit.
     #[arg(long, global = true)]
@@ -84,7 +88,10 @@ fn main() -> ExitCode {
         eprintln!("beamq: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("beamq: cannot start the runtime: {e}");

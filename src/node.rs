@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use beamq_actors::Broker;
 use beamq_actors::client::ClientMsg;
 use beamq_actors::config::Config;
 use beamq_actors::listener::{Listener, ListenerArgs};
@@ -25,12 +26,11 @@ use beamq_actors::registry::Registry;
 use beamq_actors::retainer::Retainer;
 use beamq_actors::router::{Router, RouterArgs};
 use beamq_actors::sys::Sys;
-use beamq_actors::Broker;
 use beamq_protocol::ReasonCode;
 use beamq_supervisors::{
-    ChildKind, ChildSpec, DynamicSupervisorSpec, Restart, Strategy, SupervisorError,
-    SupervisorMsg, SupervisorSpec, SupervisorStats, shutdown_within, start_dynamic_supervisor,
-    start_supervisor, terminate_child,
+    ChildKind, ChildSpec, DynamicSupervisorSpec, Restart, Strategy, SupervisorError, SupervisorMsg,
+    SupervisorSpec, SupervisorStats, shutdown_within, start_dynamic_supervisor, start_supervisor,
+    terminate_child,
 };
 use ractor::{Actor, ActorRef};
 
@@ -62,8 +62,8 @@ pub struct Node {
 pub fn tree(broker: &Arc<Broker>) -> SupervisorSpec {
     let config = &broker.config;
 
-    let mut router_sup = SupervisorSpec::new(Strategy::OneForOne)
-        .with_intensity(10, Duration::from_secs(10));
+    let mut router_sup =
+        SupervisorSpec::new(Strategy::OneForOne).with_intensity(10, Duration::from_secs(10));
     for index in 0..config.broker.routers {
         let args = RouterArgs {
             index,
@@ -91,7 +91,12 @@ pub fn tree(broker: &Arc<Broker>) -> SupervisorSpec {
             Registry,
             broker.clone(),
         ))
-        .child(ChildSpec::actor("sys", Restart::Permanent, Sys, broker.clone()));
+        .child(ChildSpec::actor(
+            "sys",
+            Restart::Permanent,
+            Sys,
+            broker.clone(),
+        ));
 
     let shutdown = config
         .broker

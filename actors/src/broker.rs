@@ -290,8 +290,7 @@ impl Broker {
         loop {
             let router = self.routers.read().get(index).cloned().flatten();
             if let Some(router) = router {
-                if let Ok(CallResult::Success(())) = router.call(&msg, Some(CALL_TIMEOUT)).await
-                {
+                if let Ok(CallResult::Success(())) = router.call(&msg, Some(CALL_TIMEOUT)).await {
                     return Ok(());
                 }
             }
@@ -306,7 +305,10 @@ impl Broker {
 
     /// Registers `client` as the owner of its client id; returns the previous owner, whose
     /// session is to be taken over or discarded.
-    pub async fn register(&self, client: &ClientHandle) -> Result<Option<ClientHandle>, BrokerError> {
+    pub async fn register(
+        &self,
+        client: &ClientHandle,
+    ) -> Result<Option<ClientHandle>, BrokerError> {
         let deadline = Instant::now() + RESTART_GRACE;
         loop {
             let registry = self.registry.read().clone();

@@ -205,7 +205,10 @@ impl Actor for ClientActor {
 }
 
 /// Registers the client, takes over a previous session if there is one, and sends CONNACK.
-async fn start(myself: ActorRef<ClientMsg>, args: ClientArgs) -> Result<ClientState, ActorProcessingErr> {
+async fn start(
+    myself: ActorRef<ClientMsg>,
+    args: ClientArgs,
+) -> Result<ClientState, ActorProcessingErr> {
     let ClientArgs {
         broker,
         connect,
@@ -366,7 +369,8 @@ impl ClientState {
                             .write_disconnect(ReasonCode::KeepAliveTimeout, None);
                         self.flush_out();
                     }
-                    self.connection_closed(&myself, true, "connection lost").await;
+                    self.connection_closed(&myself, true, "connection lost")
+                        .await;
                 }
             }
             ClientMsg::TakeoverBegin { clean_start, reply } => {
@@ -451,7 +455,8 @@ impl ClientState {
         tracing::info!(reason = %v.reason, detail = v.detail, "closing connection");
         self.channel.write_disconnect(v.reason, Some(v.detail));
         self.flush_out();
-        self.connection_closed(myself, true, "protocol violation").await;
+        self.connection_closed(myself, true, "protocol violation")
+            .await;
     }
 
     async fn run_effects(&mut self, myself: &ActorRef<ClientMsg>, now: Instant) {
@@ -531,7 +536,8 @@ impl ClientState {
         self.channel
             .write_disconnect(ReasonCode::ImplementationSpecificError, None);
         self.flush_out();
-        self.connection_closed(myself, true, "internal failure").await;
+        self.connection_closed(myself, true, "internal failure")
+            .await;
     }
 
     fn on_deliver(&mut self, batch: Vec<Delivery>) {
@@ -702,7 +708,11 @@ impl ClientState {
             conn.close();
             self.broker.metrics.connections.dec();
         }
-        if let Some(will) = self.pending_will.take().or_else(|| self.channel.take_will()) {
+        if let Some(will) = self
+            .pending_will
+            .take()
+            .or_else(|| self.channel.take_will())
+        {
             self.publish_will(will);
         }
         let filters: Vec<ByteString> = self.channel.session.subscriptions.keys().cloned().collect();
@@ -782,7 +792,11 @@ impl Drop for ClientState {
             conn.abort();
             self.broker.metrics.connections.dec();
         }
-        if let Some(will) = self.pending_will.take().or_else(|| self.channel.take_will()) {
+        if let Some(will) = self
+            .pending_will
+            .take()
+            .or_else(|| self.channel.take_will())
+        {
             let message = Message::from_will(will, self.link.client_id.clone(), Instant::now());
             self.broker.metrics.wills_published.inc();
             self.broker.publish(Arc::new(message));

@@ -384,7 +384,12 @@ impl Config {
         if self.sys.interval.0.is_none() {
             return Err(bad("sys.interval", "expected a duration (\"0s\" disables)"));
         }
-        if self.retainer.expiry_check_interval.0.is_none_or(|d| d.is_zero()) {
+        if self
+            .retainer
+            .expiry_check_interval
+            .0
+            .is_none_or(|d| d.is_zero())
+        {
             return Err(bad(
                 "retainer.expiry_check_interval",
                 "expected a non-zero duration",
@@ -399,7 +404,10 @@ impl Config {
             }
         }
         if !self.listeners.tcp.values().any(|l| l.enable) {
-            return Err(bad("listeners.tcp", "at least one listener must be enabled"));
+            return Err(bad(
+                "listeners.tcp",
+                "at least one listener must be enabled",
+            ));
         }
         Ok(())
     }
@@ -459,9 +467,7 @@ impl DurationStr {
         if s.eq_ignore_ascii_case("never") || s.eq_ignore_ascii_case("infinity") {
             return Ok(DurationStr(None));
         }
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
@@ -521,9 +527,7 @@ impl ByteSize {
     /// Parses the textual form.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
@@ -594,7 +598,10 @@ mod tests {
         assert_eq!(DurationStr::parse("never"), Ok(DurationStr(None)));
         assert!(DurationStr::parse("5 parsecs").is_err());
         assert!(DurationStr::parse("abc").is_err());
-        assert_eq!(DurationStr(Some(Duration::from_secs(90))).to_string(), "90s");
+        assert_eq!(
+            DurationStr(Some(Duration::from_secs(90))).to_string(),
+            "90s"
+        );
     }
 
     #[test]

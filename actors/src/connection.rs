@@ -106,9 +106,12 @@ impl Conn {
 
     /// Closes the connection after writing what is queued (bounded by the flush timeout).
     pub fn close(&self) {
-        let _ = self
-            .state
-            .compare_exchange(OPEN, CLOSE_AFTER_FLUSH, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.state.compare_exchange(
+            OPEN,
+            CLOSE_AFTER_FLUSH,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         self.notify.notify_one();
     }
 
@@ -156,7 +159,11 @@ where
     let mut rbuf = BytesMut::with_capacity(READ_BUF_MIN);
 
     // ---- CONNECT ----
-    let first = tokio::time::timeout(connect_timeout, read_connect(&mut stream, &mut rbuf, max_packet, &broker)).await;
+    let first = tokio::time::timeout(
+        connect_timeout,
+        read_connect(&mut stream, &mut rbuf, max_packet, &broker),
+    )
+    .await;
     let connect = match first {
         Err(_) => {
             broker.metrics.connect_timeouts.inc();
@@ -203,8 +210,8 @@ where
     };
     span.record("client_id", tracing::field::display(&accepted.client_id));
 
-    let high_watermark = usize::try_from(broker.config.broker.write_buffer_high_watermark.0)
-        .unwrap_or(usize::MAX);
+    let high_watermark =
+        usize::try_from(broker.config.broker.write_buffer_high_watermark.0).unwrap_or(usize::MAX);
     let conn = Arc::new(Conn::new(peer, high_watermark));
     let keep_alive = accepted.keep_alive;
     let Some(actor) = start_client(&broker, connect, accepted, conn.clone(), span.clone()).await
@@ -374,7 +381,15 @@ where
             // The last batch stopped at MAX_BATCH with frames left over: hand them over
             // before reading more.
             more_frames = false;
-            if !hand_over(&mut rbuf, conn, actor, version, max_packet, &mut reading, &mut more_frames) {
+            if !hand_over(
+                &mut rbuf,
+                conn,
+                actor,
+                version,
+                max_packet,
+                &mut reading,
+                &mut more_frames,
+            ) {
                 return None;
             }
             deadline = idle_limit.map(|d| Instant::now() + d);

@@ -33,7 +33,9 @@ pub struct SessionTable {
 impl Default for SessionTable {
     fn default() -> Self {
         SessionTable {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::default()))
+                .collect(),
             hasher: ahash::RandomState::new(),
         }
     }

@@ -126,7 +126,13 @@ impl RetainedStore {
                 all(child, now, out);
             }
         }
-        fn go(node: &Node, levels: &[&str], at_root: bool, now: Instant, out: &mut Vec<Arc<Message>>) {
+        fn go(
+            node: &Node,
+            levels: &[&str],
+            at_root: bool,
+            now: Instant,
+            out: &mut Vec<Arc<Message>>,
+        ) {
             let Some((first, rest)) = levels.split_first() else {
                 if let Some(m) = &node.message {
                     if !m.is_expired(now) {
@@ -239,9 +245,15 @@ mod tests {
         for t in ["a", "a/b", "a/b/c", "a/x/c", "$SYS/up", "b"] {
             s.apply(&msg(t, b"x")).expect("stored");
         }
-        assert_eq!(topics(s.matching("a/#", now)), ["a", "a/b", "a/b/c", "a/x/c"]);
+        assert_eq!(
+            topics(s.matching("a/#", now)),
+            ["a", "a/b", "a/b/c", "a/x/c"]
+        );
         assert_eq!(topics(s.matching("a/+/c", now)), ["a/b/c", "a/x/c"]);
-        assert_eq!(topics(s.matching("#", now)), ["a", "a/b", "a/b/c", "a/x/c", "b"]);
+        assert_eq!(
+            topics(s.matching("#", now)),
+            ["a", "a/b", "a/b/c", "a/x/c", "b"]
+        );
         assert_eq!(topics(s.matching("+", now)), ["a", "b"]);
         assert_eq!(topics(s.matching("$SYS/#", now)), ["$SYS/up"]);
     }
@@ -267,5 +279,65 @@ mod tests {
         assert!(s.matching("e", later).is_empty());
         assert_eq!(s.sweep_expired(later), 1);
         assert_eq!(s.len(), 0);
+    }
+
+    mod reference {
+        use super::*;
+        use beamq_protocol::topic;
+        use proptest::prelude::*;
+
+        fn level() -> impl Strategy<Value = String> {
+            prop_oneof![Just("a"), Just("b"), Just(""), Just("$x")].prop_map(String::from)
+        }
+
+        fn topic_strategy() -> impl Strategy<Value = String> {
+            proptest::collection::vec(level(), 1..4).prop_map(|v| v.join("/"))
+        }
+
+        fn filter_strategy() -> impl Strategy<Value = String> {
+            let lvl = prop_oneof![level(), Just("+".to_string())];
+            (proptest::collection::vec(lvl, 1..4), any::<bool>()).prop_map(|(mut v, hash)| {
+                if hash {
+                    v.push("#".into());
+                }
+                v.join("/")
+            })
+        }
+
+        proptest! {
+            /// The trie walk returns exactly the retained topics `topic::matches` accepts.
+            #[test]
+            fn matching_agrees_with_the_reference_matcher(
+                topics in proptest::collection::btree_set(topic_strategy(), 1..16),
+                filter in filter_strategy(),
+            ) {
+                let s = RetainedStore::new(0, 1024);
+                let now = Instant::now();
+                for t in &topics {
+                    s.apply(&msg(t, b"x")).expect("stored");
+                }
+                let got = topics_of(s.matching(&filter, now));
+                let want: Vec<String> = topics
+                    .iter()
+                    .filter(|t| topic::matches(&filter, t))
+                    .cloned()
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+
+        fn msg(topic: &str, payload: &'static [u8]) -> Arc<Message> {
+            Arc::new(Message::system(
+                ByteString::from(topic),
+                Bytes::from_static(payload),
+                true,
+            ))
+        }
+
+        fn topics_of(v: Vec<Arc<Message>>) -> Vec<String> {
+            let mut t: Vec<String> = v.iter().map(|m| m.topic.to_string()).collect();
+            t.sort();
+            t
+        }
     }
 }

@@ -156,7 +156,9 @@ impl RouteTable {
     /// An empty table with the given shared-subscription strategy.
     pub fn new(strategy: ShareStrategy) -> Self {
         RouteTable {
-            exact: (0..SHARDS).map(|_| RwLock::new(FastMap::default())).collect(),
+            exact: (0..SHARDS)
+                .map(|_| RwLock::new(FastMap::default()))
+                .collect(),
             wildcard: RwLock::new(Node::default()),
             wildcard_filters: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
@@ -228,7 +230,11 @@ impl RouteTable {
                 Some(group) => {
                     if let Some(gi) = subs.groups.iter().position(|g| &*g.name == group) {
                         let g = &mut subs.groups[gi];
-                        if let Some(mi) = g.members.iter().position(|m| Arc::ptr_eq(&m.client, client)) {
+                        if let Some(mi) = g
+                            .members
+                            .iter()
+                            .position(|m| Arc::ptr_eq(&m.client, client))
+                        {
                             g.members.remove(mi);
                             removed = true;
                         }
@@ -507,4 +513,213 @@ fn fast_random() -> u64 {
         s.set(x);
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientMsg;
+    use crate::link::ClientLink;
+    use beamq_protocol::SubscriptionOptions;
+    use proptest::prelude::*;
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+    /// A stand-in for a client actor: the table only needs something to point at.
+    struct Stub;
+
+    impl Actor for Stub {
+        type Msg = ClientMsg;
+        type State = ();
+        type Arguments = ();
+        async fn pre_start(&self, _: ActorRef<ClientMsg>, _: ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    async fn client(id: &str) -> ClientHandle {
+        let (actor, _) = Actor::spawn(None, Stub, ()).await.expect("stub starts");
+        Arc::new(ClientLink::new(ByteString::from(id), actor, 100))
+    }
+
+    fn sub(qos: QoS, id: Option<u32>) -> Subscription {
+        Subscription {
+            options: SubscriptionOptions {
+                qos,
+                ..SubscriptionOptions::default()
+            },
+            id,
+        }
+    }
+
+    fn entry(client: &ClientHandle, s: Subscription) -> RouteEntry {
+        RouteEntry {
+            client: client.clone(),
+            subscription: s,
+        }
+    }
+
+    fn matched(table: &RouteTable, topic: &str, publisher: &str) -> Vec<(String, QoS, Vec<u32>)> {
+        let mut m = Matches::default();
+        table.lookup(topic, publisher, &mut m);
+        let mut v: Vec<_> = m
+            .list
+            .iter()
+            .map(|m| {
+                let mut ids = m.subscription_ids.clone();
+                ids.sort();
+                (m.client.client_id.to_string(), m.qos, ids)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn overlapping_subscriptions_merge_into_one_match() {
+        // [MQTT-3.3.4-2] (5.0): one delivery with the highest QoS and every identifier.
+        let t = RouteTable::new(ShareStrategy::RoundRobin);
+        let a = client("a").await;
+        t.insert(
+            &ByteString::from("x/+"),
+            entry(&a, sub(QoS::AtMostOnce, Some(1))),
+        );
+        t.insert(
+            &ByteString::from("x/#"),
+            entry(&a, sub(QoS::ExactlyOnce, Some(2))),
+        );
+        t.insert(
+            &ByteString::from("x/y"),
+            entry(&a, sub(QoS::AtLeastOnce, None)),
+        );
+        assert_eq!(
+            matched(&t, "x/y", "p"),
+            vec![("a".to_string(), QoS::ExactlyOnce, vec![1, 2])]
+        );
+        assert_eq!(t.subscription_count(), 3);
+        assert_eq!(t.filter_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn no_local_skips_the_publisher_only() {
+        let t = RouteTable::new(ShareStrategy::RoundRobin);
+        let a = client("a").await;
+        let b = client("b").await;
+        let mut nl = sub(QoS::AtMostOnce, None);
+        nl.options.no_local = true;
+        t.insert(&ByteString::from("t"), entry(&a, nl));
+        t.insert(&ByteString::from("t"), entry(&b, nl));
+        let got: Vec<String> = matched(&t, "t", "a").into_iter().map(|m| m.0).collect();
+        assert_eq!(got, vec!["b"]);
+    }
+
+    #[tokio::test]
+    async fn removal_only_by_the_owning_actor() {
+        // After a takeover the new actor's entry must survive the old actor's cleanup.
+        let t = RouteTable::new(ShareStrategy::RoundRobin);
+        let old = client("same").await;
+        let new = client("same").await;
+        let f = ByteString::from("a/+");
+        t.insert(&f, entry(&old, sub(QoS::AtMostOnce, None)));
+        t.insert(&f, entry(&new, sub(QoS::AtMostOnce, None)));
+        assert!(!t.remove(&f, &old));
+        assert_eq!(matched(&t, "a/b", "p").len(), 1);
+        assert!(t.remove(&f, &new));
+        assert!(matched(&t, "a/b", "p").is_empty());
+        assert_eq!(t.subscription_count(), 0);
+        assert_eq!(t.filter_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn shared_group_round_robin_and_redelivery_target() {
+        let t = RouteTable::new(ShareStrategy::RoundRobin);
+        let members = [client("m1").await, client("m2").await, client("m3").await];
+        let f = ByteString::from("$share/g/s/#");
+        for m in &members {
+            t.insert(&f, entry(m, sub(QoS::AtLeastOnce, None)));
+        }
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..30 {
+            let got = matched(&t, "s/1", "p");
+            assert_eq!(got.len(), 1, "exactly one member per message");
+            *counts.entry(got[0].0.clone()).or_insert(0) += 1;
+        }
+        assert!(counts.values().all(|&n| n == 10), "{counts:?}");
+        let share = ShareRef {
+            group: ByteString::from("g"),
+            filter: ByteString::from("s/#"),
+        };
+        for _ in 0..10 {
+            let other = t.pick_other(&share, &members[0]).expect("another member");
+            assert!(!Arc::ptr_eq(&other.client, &members[0]));
+        }
+        assert!(t.remove(&f, &members[1]));
+        assert!(t.remove(&f, &members[2]));
+        assert!(t.pick_other(&share, &members[0]).is_none());
+    }
+
+    #[tokio::test]
+    async fn shared_group_prefers_online_members() {
+        let t = RouteTable::new(ShareStrategy::RoundRobin);
+        let on = client("on").await;
+        let off = client("off").await;
+        off.set_online(false);
+        let f = ByteString::from("$queue/q");
+        t.insert(&f, entry(&off, sub(QoS::AtLeastOnce, None)));
+        t.insert(&f, entry(&on, sub(QoS::AtLeastOnce, None)));
+        for _ in 0..5 {
+            assert_eq!(matched(&t, "q", "p")[0].0, "on");
+        }
+    }
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![Just("a"), Just("b"), Just(""), Just("$x")].prop_map(String::from)
+    }
+
+    fn topic_strategy() -> impl Strategy<Value = String> {
+        proptest::collection::vec(level(), 1..4).prop_map(|v| v.join("/"))
+    }
+
+    fn filter_strategy() -> impl Strategy<Value = String> {
+        let lvl = prop_oneof![level(), Just("+".to_string())];
+        (proptest::collection::vec(lvl, 1..4), any::<bool>()).prop_map(|(mut v, hash)| {
+            if hash {
+                v.push("#".into());
+            }
+            v.join("/")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The table finds exactly the filters that `topic::matches` (the reference written
+        /// from the spec's examples) says match.
+        #[test]
+        fn lookup_agrees_with_the_reference_matcher(
+            filters in proptest::collection::vec(filter_strategy(), 1..12),
+            topics in proptest::collection::vec(topic_strategy(), 1..12),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            rt.block_on(async {
+                let t = RouteTable::new(ShareStrategy::RoundRobin);
+                let mut clients = Vec::new();
+                for (i, f) in filters.iter().enumerate() {
+                    let c = client(&format!("c{i}")).await;
+                    t.insert(&ByteString::from(f.as_str()), entry(&c, sub(QoS::AtMostOnce, None)));
+                    clients.push(c);
+                }
+                for topic in &topics {
+                    let got: Vec<String> = matched(&t, topic, "p").into_iter().map(|m| m.0).collect();
+                    let mut want: Vec<String> = filters
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| topic::matches(f, topic))
+                        .map(|(i, _)| format!("c{i}"))
+                        .collect();
+                    want.sort();
+                    prop_assert_eq!(got, want, "topic {}", topic);
+                }
+                Ok(())
+            })?;
+        }
+    }
 }

@@ -94,7 +94,11 @@ impl Actor for Router {
     ) -> Result<(), ActorProcessingErr> {
         let routes = &state.broker.routes;
         match msg {
-            RouterMsg::Subscribe { client, subs, reply } => {
+            RouterMsg::Subscribe {
+                client,
+                subs,
+                reply,
+            } => {
                 for (filter, subscription) in subs {
                     routes.insert(
                         &filter,

@@ -96,7 +96,10 @@ pub fn sys_values(broker: &Broker) -> Vec<(String, String)> {
             broker.routes.subscription_count().to_string(),
         ),
         (p("retained/count"), broker.retained.len().to_string()),
-        (p("messages/received"), m.messages_received.get().to_string()),
+        (
+            p("messages/received"),
+            m.messages_received.get().to_string(),
+        ),
         (p("messages/sent"), m.messages_sent.get().to_string()),
         (p("messages/dropped"), m.messages_dropped().to_string()),
         (p("bytes/received"), m.bytes_received.get().to_string()),
