@@ -433,7 +433,11 @@ impl ClientState {
         }
         self.fanout.flush(&self.broker.metrics);
         if let Some(e) = error {
-            self.broker.metrics.malformed_packets.inc();
+            // A decode error whose reason is Protocol Error (duplicate property, packet id 0,
+            // ...) is counted once, as a protocol error, by `violation`.
+            if e.reason_code() != ReasonCode::ProtocolError {
+                self.broker.metrics.malformed_packets.inc();
+            }
             let v = Violation {
                 reason: e.reason_code(),
                 detail: e.label(),

@@ -296,7 +296,12 @@ where
             let _ = stream.write_all(out).await;
         }
         other => {
-            broker.metrics.malformed_packets.inc();
+            // Counted like the same error after CONNECT: once, by its kind.
+            if other.reason_code() == ReasonCode::ProtocolError {
+                broker.metrics.protocol_errors.inc();
+            } else {
+                broker.metrics.malformed_packets.inc();
+            }
             tracing::info!(error = %other, "bad CONNECT, closing without CONNACK");
         }
     }
@@ -354,7 +359,9 @@ where
         .get()
         .unwrap_or(Duration::from_secs(5));
     let mut close_by: Option<Instant> = None;
-    let mut more_frames = false;
+    // Frames that arrived in the same read as the CONNECT are handed over at once: nothing
+    // else would wake the loop for them if the client now waits for an answer (or closes).
+    let mut more_frames = !rbuf.is_empty();
 
     // Anything the actor wrote while starting (CONNACK, resent messages).
     take_output(conn, &mut wbuf);

@@ -155,7 +155,9 @@ mod tests {
     #[test]
     fn filters_follow_the_wildcard_placement_rules() {
         // [MQTT-4.7.1-2] '#' alone and last; [MQTT-4.7.1-3] '+' alone in its level.
-        for ok in ["#", "+", "a/#", "+/+", "/+", "a/+/b", "+/#", "/", "//", "$SYS/#"] {
+        for ok in [
+            "#", "+", "a/#", "+/+", "/+", "a/+/b", "+/#", "/", "//", "$SYS/#",
+        ] {
             assert!(validate_filter(ok, 0).is_ok(), "{ok}");
         }
         for bad in ["a#", "a/#/b", "a+", "a/b+/c", "#/a", "##", "++", ""] {
@@ -167,7 +169,10 @@ mod tests {
     fn matching_examples_from_the_spec() {
         // §4.7.1.2 and §4.7.1.3 examples.
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches(
             "sport/tennis/player1/#",
             "sport/tennis/player1/score/wimbledon"
@@ -219,7 +224,14 @@ mod tests {
             })
         );
         // [MQTT-4.8.2-1] a ShareName must be at least one character and contain no wildcards.
-        for bad in ["$share/", "$share//a", "$share/g", "$share/g/", "$share/+/a", "$share"] {
+        for bad in [
+            "$share/",
+            "$share//a",
+            "$share/g",
+            "$share/g/",
+            "$share/+/a",
+            "$share",
+        ] {
             assert!(split_shared(bad).is_err(), "{bad}");
         }
     }

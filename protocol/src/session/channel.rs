@@ -20,8 +20,7 @@ use bytestring::ByteString;
 use crate::codec;
 use crate::packet::{
     AckProperties, Connack, Connect, Disconnect, LastWill, Packet, ProtocolVersion, PubAck,
-    Publish, PublishProperties, QoS, Suback, Subscribe, SubscriptionOptions, Unsuback,
-    Unsubscribe,
+    Publish, PublishProperties, QoS, Suback, Subscribe, SubscriptionOptions, Unsuback, Unsubscribe,
 };
 use crate::reason::ReasonCode;
 use crate::session::connect::Accepted;
@@ -178,7 +177,11 @@ impl Channel {
 
     /// The outbound window: the client's Receive Maximum capped by the server's own limit.
     fn window(&self) -> usize {
-        usize::from(self.client_receive_maximum.min(self.limits.max_inflight).max(1))
+        usize::from(
+            self.client_receive_maximum
+                .min(self.limits.max_inflight)
+                .max(1),
+        )
     }
 
     /// Sets how many more bytes may be encoded before the socket catches up. Deliveries beyond
@@ -266,13 +269,12 @@ impl Channel {
             Packet::Connect(_) => Err(violation(ReasonCode::ProtocolError, "second CONNECT")),
             // Enhanced authentication is not offered, so AUTH is never expected [MQTT-3.15.2-1].
             Packet::Auth(_) => Err(violation(ReasonCode::ProtocolError, "unexpected AUTH")),
-            Packet::Connack(_)
-            | Packet::Suback(_)
-            | Packet::Unsuback(_)
-            | Packet::Pingresp => Err(violation(
-                ReasonCode::ProtocolError,
-                "server-to-client packet sent by a client",
-            )),
+            Packet::Connack(_) | Packet::Suback(_) | Packet::Unsuback(_) | Packet::Pingresp => {
+                Err(violation(
+                    ReasonCode::ProtocolError,
+                    "server-to-client packet sent by a client",
+                ))
+            }
         }
     }
 
@@ -285,20 +287,32 @@ impl Channel {
         let limits = self.limits.clone();
         if p.qos > limits.max_qos {
             // [MQTT-3.2.2-11]
-            return Err(violation(ReasonCode::QoSNotSupported, "QoS above Maximum QoS"));
+            return Err(violation(
+                ReasonCode::QoSNotSupported,
+                "QoS above Maximum QoS",
+            ));
         }
         if p.retain && !limits.retain_available {
             // [MQTT-3.2.2-14]
-            return Err(violation(ReasonCode::RetainNotSupported, "retain not available"));
+            return Err(violation(
+                ReasonCode::RetainNotSupported,
+                "retain not available",
+            ));
         }
         let topic = self.resolve_alias(&mut p)?;
         if topic::validate_name(&topic, limits.max_topic_levels).is_err() {
-            return Err(violation(ReasonCode::TopicNameInvalid, "invalid topic name"));
+            return Err(violation(
+                ReasonCode::TopicNameInvalid,
+                "invalid topic name",
+            ));
         }
 
         if p.qos == QoS::ExactlyOnce {
             let Some(packet_id) = p.packet_id else {
-                return Err(violation(ReasonCode::ProtocolError, "QoS 2 without packet id"));
+                return Err(violation(
+                    ReasonCode::ProtocolError,
+                    "QoS 2 without packet id",
+                ));
             };
             if self.session.awaiting_rel.contains(&packet_id) {
                 // A resend of a message already accepted: acknowledge again, never route
@@ -357,13 +371,19 @@ impl Channel {
     fn resolve_alias(&mut self, p: &mut Publish) -> Result<ByteString, Violation> {
         let Some(alias) = p.properties.topic_alias.take() else {
             if p.topic.is_empty() {
-                return Err(violation(ReasonCode::ProtocolError, "empty topic without alias"));
+                return Err(violation(
+                    ReasonCode::ProtocolError,
+                    "empty topic without alias",
+                ));
             }
             return Ok(p.topic.clone());
         };
         if alias == 0 || alias > self.limits.topic_alias_maximum {
             // [MQTT-3.3.2-9, MQTT-3.3.2-10]
-            return Err(violation(ReasonCode::TopicAliasInvalid, "topic alias out of range"));
+            return Err(violation(
+                ReasonCode::TopicAliasInvalid,
+                "topic alias out of range",
+            ));
         }
         if p.topic.is_empty() {
             self.inbound_aliases
@@ -596,7 +616,11 @@ impl Channel {
             return;
         }
         let max = self.limits.max_queued_messages;
-        if self.session.enqueue(delivery, max, self.limits.drop_policy).is_some() {
+        if self
+            .session
+            .enqueue(delivery, max, self.limits.drop_policy)
+            .is_some()
+        {
             effects.push(Effect::Dropped(DropReason::QueueFull));
         }
     }

@@ -264,17 +264,30 @@ mod tests {
         let a = accept(&connect(ProtocolVersion::V5, "c", true), &limits, assign).expect("ok");
         assert_eq!(a.keep_alive, 10);
         assert_eq!(a.connack_properties.server_keep_alive, Some(10));
-        let r = accept(&connect(ProtocolVersion::V3_1_1, "c", true), &limits, assign);
+        let r = accept(
+            &connect(ProtocolVersion::V3_1_1, "c", true),
+            &limits,
+            assign,
+        );
         assert!(r.is_err());
     }
 
     #[test]
     fn v3_session_expiry_follows_clean_session() {
         let limits = Limits::default();
-        let a = accept(&connect(ProtocolVersion::V3_1_1, "c", true), &limits, assign).expect("ok");
+        let a = accept(
+            &connect(ProtocolVersion::V3_1_1, "c", true),
+            &limits,
+            assign,
+        )
+        .expect("ok");
         assert_eq!(a.session_expiry, 0);
-        let a =
-            accept(&connect(ProtocolVersion::V3_1_1, "c", false), &limits, assign).expect("ok");
+        let a = accept(
+            &connect(ProtocolVersion::V3_1_1, "c", false),
+            &limits,
+            assign,
+        )
+        .expect("ok");
         assert_eq!(a.session_expiry, limits.v3_session_expiry);
     }
 

@@ -50,7 +50,12 @@ pub struct Message {
 
 impl Message {
     /// Builds the message from an accepted PUBLISH whose topic has been resolved.
-    pub fn from_publish(p: Publish, topic: ByteString, publisher: ByteString, now: Instant) -> Self {
+    pub fn from_publish(
+        p: Publish,
+        topic: ByteString,
+        publisher: ByteString,
+        now: Instant,
+    ) -> Self {
         let PublishProperties {
             payload_format_indicator,
             message_expiry_interval,

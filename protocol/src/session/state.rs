@@ -169,11 +169,7 @@ mod tests {
     use std::sync::Arc;
 
     fn d(n: u8) -> Delivery {
-        let m = Message::system(
-            ByteString::from("t"),
-            bytes::Bytes::from(vec![n]),
-            false,
-        );
+        let m = Message::system(ByteString::from("t"), bytes::Bytes::from(vec![n]), false);
         Delivery::new(Arc::new(m), QoS::AtLeastOnce, false)
     }
 

@@ -40,7 +40,12 @@ fn connect(version: ProtocolVersion) -> Connect {
 fn channel_with(c: Connect, limits: Limits) -> Channel {
     let limits = Arc::new(limits);
     let accepted = connect::accept(&c, &limits, || "gen".into()).expect("accepted");
-    let mut ch = Channel::new(c, &accepted, limits, SessionState::new(accepted.session_expiry));
+    let mut ch = Channel::new(
+        c,
+        &accepted,
+        limits,
+        SessionState::new(accepted.session_expiry),
+    );
     let mut fx = Vec::new();
     ch.start(&accepted, false, Instant::now(), &mut fx);
     ch.out.clear();
@@ -96,7 +101,10 @@ fn qos1_publish_is_dispatched_then_acknowledged() {
     assert_eq!(&*d.published[0].publisher, "c1");
     assert_eq!(
         written(&mut ch),
-        vec![Packet::Puback(PubAck::with_reason(7, ReasonCode::NoMatchingSubscribers))]
+        vec![Packet::Puback(PubAck::with_reason(
+            7,
+            ReasonCode::NoMatchingSubscribers
+        ))]
     );
     d.matches = 1;
     handle(&mut ch, publish("a/b", QoS::AtLeastOnce, Some(8)), &mut d).expect("ok");
@@ -206,7 +214,11 @@ fn outbound_window_queues_then_drains_on_ack() {
         ch.deliver(delivery("t", QoS::AtLeastOnce), now, &mut fx);
     }
     let sent = written(&mut ch);
-    assert_eq!(sent.len(), 2, "[MQTT-4.9.0-2] no more than Receive Maximum in flight");
+    assert_eq!(
+        sent.len(),
+        2,
+        "[MQTT-4.9.0-2] no more than Receive Maximum in flight"
+    );
     assert_eq!(ch.session.queue.len(), 1);
     let Packet::Publish(first) = &sent[0] else {
         panic!("publish expected")
@@ -525,15 +537,9 @@ fn retain_handling_1_sends_only_for_new_subscriptions() {
         })
     };
     let fx = handle(&mut ch, sub(), &mut d).expect("ok");
-    assert!(
-        fx.iter()
-            .any(|e| matches!(e, Effect::SendRetained { .. }))
-    );
+    assert!(fx.iter().any(|e| matches!(e, Effect::SendRetained { .. })));
     let fx = handle(&mut ch, sub(), &mut d).expect("ok");
-    assert!(
-        !fx.iter()
-            .any(|e| matches!(e, Effect::SendRetained { .. }))
-    );
+    assert!(!fx.iter().any(|e| matches!(e, Effect::SendRetained { .. })));
 }
 
 #[test]
@@ -669,7 +675,11 @@ fn write_budget_holds_messages_back() {
     ch.set_write_budget(1);
     ch.deliver(delivery("a", QoS::AtMostOnce), now, &mut fx);
     ch.deliver(delivery("b", QoS::AtMostOnce), now, &mut fx);
-    assert_eq!(written(&mut ch).len(), 1, "the first one used the budget up");
+    assert_eq!(
+        written(&mut ch).len(),
+        1,
+        "the first one used the budget up"
+    );
     assert_eq!(ch.session.queue.len(), 1);
     ch.set_write_budget(1 << 20);
     ch.drain(now, &mut fx);
