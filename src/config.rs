@@ -54,6 +54,11 @@ pub fn load(
         config::Config::builder().add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml));
     if let Some(path) = &overrides.config_file {
         let text = read_file(path)?;
+        // A syntax error is reported with the file's name: the layered error below only knows
+        // a line and a column.
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(LoadError::Parse(format!("{}: {e}", path.display())));
+        }
         builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
     }
     let env: config::Map<String, String> = env

@@ -2,6 +2,8 @@
 //! configuration (`log.level`, which `--log-level` sets). The filter sits behind a reload layer
 //! so the level can be changed while the node runs.
 
+use std::io::IsTerminal;
+
 use beamq_actors::config::{LogConfig, LogFormat};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -36,7 +38,12 @@ pub fn init(cfg: &LogConfig) -> Result<LogHandle, String> {
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match cfg.format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colour only on a terminal: escape codes in log files help nobody.
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(

@@ -10,11 +10,17 @@ async fn v311_qos_levels_are_delivered_with_min_of_publish_and_subscription_qos(
     let broker = TestBroker::start().await;
     let mut sub = v3::Client::connect(&broker, "sub").await;
     let codes = sub.subscribe("qos/+", v3::QoS::AtLeastOnce).await;
-    assert_eq!(codes, vec![v3::SubscribeReasonCode::Success(v3::QoS::AtLeastOnce)]);
+    assert_eq!(
+        codes,
+        vec![v3::SubscribeReasonCode::Success(v3::QoS::AtLeastOnce)]
+    );
     let mut publ = v3::Client::connect(&broker, "pub").await;
-    publ.publish("qos/0", v3::QoS::AtMostOnce, false, b"zero").await;
-    publ.publish("qos/1", v3::QoS::AtLeastOnce, false, b"one").await;
-    publ.publish("qos/2", v3::QoS::ExactlyOnce, false, b"two").await;
+    publ.publish("qos/0", v3::QoS::AtMostOnce, false, b"zero")
+        .await;
+    publ.publish("qos/1", v3::QoS::AtLeastOnce, false, b"one")
+        .await;
+    publ.publish("qos/2", v3::QoS::ExactlyOnce, false, b"two")
+        .await;
     let got: Vec<(String, v3::QoS, Vec<u8>)> = {
         let mut v = Vec::new();
         for _ in 0..3 {
@@ -43,12 +49,17 @@ async fn v311_qos2_end_to_end() {
     sub.subscribe("exactly/once", v3::QoS::ExactlyOnce).await;
     let mut publ = v3::Client::connect(&broker, "pub2").await;
     for i in 0..20u8 {
-        publ.publish("exactly/once", v3::QoS::ExactlyOnce, false, &[i]).await;
+        publ.publish("exactly/once", v3::QoS::ExactlyOnce, false, &[i])
+            .await;
     }
     for i in 0..20u8 {
         let p = sub.next_publish().await;
         assert_eq!(p.qos, v3::QoS::ExactlyOnce);
-        assert_eq!(&p.payload[..], &[i], "[MQTT-4.6.0-6] order per publisher and topic");
+        assert_eq!(
+            &p.payload[..],
+            &[i],
+            "[MQTT-4.6.0-6] order per publisher and topic"
+        );
     }
     eventually("all QoS 2 exchanges complete", || {
         broker.broker().metrics.messages_sent.get() >= 20
@@ -64,8 +75,10 @@ async fn v5_pubsub_qos_levels() {
     sub.subscribe("v5/#", v5::QoS::ExactlyOnce).await;
     let mut publ = v5::Client::connect(&broker, "pub5").await;
     publ.publish("v5/a", v5::QoS::AtMostOnce, false, b"0").await;
-    publ.publish("v5/b", v5::QoS::AtLeastOnce, false, b"1").await;
-    publ.publish("v5/c", v5::QoS::ExactlyOnce, false, b"2").await;
+    publ.publish("v5/b", v5::QoS::AtLeastOnce, false, b"1")
+        .await;
+    publ.publish("v5/c", v5::QoS::ExactlyOnce, false, b"2")
+        .await;
     for (topic, qos) in [
         ("v5/a", v5::QoS::AtMostOnce),
         ("v5/b", v5::QoS::AtLeastOnce),
@@ -86,7 +99,7 @@ async fn ordering_is_kept_per_publisher_and_topic_under_load() {
     let broker = TestBroker::start_with(|c| c.mqtt.max_queued_messages = 10_000).await;
     let mut sub = v3::Client::connect(&broker, "ord-sub").await;
     sub.subscribe("ord", v3::QoS::AtLeastOnce).await;
-    let mut publ = v3::Client::connect(&broker, "ord-pub").await;
+    let publ = v3::Client::connect(&broker, "ord-pub").await;
     let n = 2000u32;
     for i in 0..n {
         publ.client
@@ -97,12 +110,21 @@ async fn ordering_is_kept_per_publisher_and_topic_under_load() {
     let mut got = Vec::new();
     for _ in 0..n {
         let p = sub.next_publish().await;
-        got.push(u32::from_be_bytes(p.payload[..].try_into().expect("4 bytes")));
+        got.push(u32::from_be_bytes(
+            p.payload[..].try_into().expect("4 bytes"),
+        ));
     }
     let expected: Vec<u32> = (0..n).collect();
     if got != expected {
-        let first_bad = got.iter().zip(&expected).position(|(a, b)| a != b).unwrap_or(0);
-        panic!("out of order from index {first_bad}: {:?}", &got[first_bad.saturating_sub(3)..(first_bad + 40).min(got.len())]);
+        let first_bad = got
+            .iter()
+            .zip(&expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        panic!(
+            "out of order from index {first_bad}: {:?}",
+            &got[first_bad.saturating_sub(3)..(first_bad + 40).min(got.len())]
+        );
     }
     broker.stop().await;
 }

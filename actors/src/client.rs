@@ -321,6 +321,17 @@ struct Dispatch<'a> {
 }
 
 impl Dispatcher for Dispatch<'_> {
+    fn authorize_publish(&mut self, topic: &str) -> bool {
+        // `$SYS` is the broker's own namespace: clients read it, they do not write it (a
+        // retained client PUBLISH there would impersonate the broker's statistics).
+        let allowed = !(topic == "$SYS" || topic.starts_with("$SYS/"));
+        if !allowed {
+            self.broker.metrics.publishes_denied.inc();
+            tracing::info!(topic, "PUBLISH to $SYS refused");
+        }
+        allowed
+    }
+
     fn dispatch(&mut self, message: Arc<Message>) -> usize {
         self.broker.metrics.messages_received.inc();
         if self.broker.config.debug.fault_injection {

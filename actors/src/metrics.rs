@@ -117,10 +117,13 @@ pub struct Metrics {
     pub malformed_packets: Counter,
     /// Protocol errors by clients (connection closed).
     pub protocol_errors: Counter,
-    /// PUBLISH packets received from clients.
+    /// Application messages accepted from clients and routed. A resent QoS 2 PUBLISH that was
+    /// already accepted is not counted again; wills are counted in `wills_published`.
     pub messages_received: Counter,
     /// PUBLISH packets sent to clients.
     pub messages_sent: Counter,
+    /// PUBLISH packets refused by authorization (for now: client publishes to `$SYS`).
+    pub publishes_denied: Counter,
     /// Publishes that matched no subscription.
     pub messages_no_subscribers: Counter,
     /// Dropped deliveries by reason.

@@ -122,9 +122,10 @@ impl DecodeError {
             | DecodeError::FirstPacketNotConnect(_)
             | DecodeError::UnexpectedPacket(_)
             | DecodeError::InvalidPacketId(_)
-            | DecodeError::ReservedPacketType(_)
             | DecodeError::InvalidPropertyValue { .. } => ReasonCode::ProtocolError,
-            DecodeError::MalformedRemainingLength
+            // A packet type the version does not define cannot be parsed at all.
+            DecodeError::ReservedPacketType(_)
+            | DecodeError::MalformedRemainingLength
             | DecodeError::InvalidFixedHeaderFlags { .. }
             | DecodeError::Malformed(..)
             | DecodeError::InvalidUtf8(_)

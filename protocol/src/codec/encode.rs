@@ -138,11 +138,12 @@ pub(crate) fn plan(packet: &Packet, version: ProtocolVersion) -> Result<Plan, En
                 return Plan::new(0, 0, 0);
             }
             let props = props_len(&d.properties)?;
-            // §3.14.2.1: Remaining Length 0 means Normal disconnection without properties, and
-            // §3.14.2.2.1: with Remaining Length 1 the Property Length is taken as 0.
+            // §3.14.2.1: Remaining Length 0 means Normal disconnection without properties.
+            // Any other reason is written with its Property Length even when it is 0: the
+            // reason-only form (§3.14.2.2.1) is valid, but some clients (rumqttc 0.25) drop it
+            // and lose the reason code, and EMQX writes the full form too.
             let len = match (d.reason_code, props) {
                 (ReasonCode::Success, 0) => 0,
-                (_, 0) => 1,
                 _ => 1 + block_len(props),
             };
             Plan::new(len, props, 0)

@@ -1416,8 +1416,14 @@ fn disconnect_5_forms_mqtt_3_14_2() {
         V5,
         Packet::Disconnect(Disconnect::default()),
     );
-    vector(
+    // The reason-only form is read; the encoder writes the full form with Property Length 0.
+    decodes_to(
         &[0xE0, 1, 0x04],
+        V5,
+        Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWill)),
+    );
+    vector(
+        &[0xE0, 2, 0x04, 0],
         V5,
         Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWill)),
     );

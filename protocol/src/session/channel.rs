@@ -31,6 +31,11 @@ use crate::topic;
 
 /// Routes accepted application messages. Implemented by the broker; tests use a recorder.
 pub trait Dispatcher {
+    /// May this client publish to `topic`? A refusal drops the message: v5 clients get
+    /// 0x87 Not authorized in PUBACK/PUBREC, older ones a plain acknowledgement (3.1.1 has no
+    /// way to say no).
+    fn authorize_publish(&mut self, topic: &str) -> bool;
+
     /// Routes `message` to every matching subscription and returns how many matched.
     fn dispatch(&mut self, message: Arc<Message>) -> usize;
 }
@@ -337,15 +342,20 @@ impl Channel {
         let bad_format = p.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&p.payload).is_err();
 
-        let matched = if bad_format {
-            0
-        } else {
+        let allowed = !bad_format && dispatcher.authorize_publish(&topic);
+        let matched = if allowed {
             let message = Message::from_publish(p, topic, self.client_id.clone(), now);
             dispatcher.dispatch(Arc::new(message))
+        } else {
+            0
         };
 
         let reason = if bad_format {
             ReasonCode::PayloadFormatInvalid
+        } else if !allowed && self.version.is_v5() {
+            ReasonCode::NotAuthorized
+        } else if !allowed {
+            ReasonCode::Success
         } else if matched == 0 && self.version.is_v5() {
             ReasonCode::NoMatchingSubscribers
         } else {
@@ -575,7 +585,7 @@ impl Channel {
     fn on_disconnect(&mut self, d: Disconnect, effects: &mut Vec<Effect>) -> Result<(), Violation> {
         if let Some(expiry) = d.properties.session_expiry_interval {
             if self.session_expiry_at_connect == 0 && expiry != 0 {
-                // [MQTT-3.14.2-2]
+                // v5 §3.14.2.2.2 (unnumbered): a Protocol Error.
                 return Err(violation(
                     ReasonCode::ProtocolError,
                     "session expiry set at DISCONNECT after 0 at CONNECT",
@@ -670,21 +680,24 @@ impl Channel {
             _ => Some(self.session.next_packet_id()),
         };
         let mut publish = self.publish_packet(&delivery, packet_id, false, now);
-        self.apply_outbound_alias(&mut publish);
+        let new_alias = self.apply_outbound_alias(&mut publish);
         let size = match codec::publish_encoded_len(&publish, self.version) {
             Ok(size) => size,
             Err(_) => usize::MAX,
         };
-        if size > self.client_max_packet_size as usize {
-            // [MQTT-3.1.2-24, MQTT-3.1.2-25] discard and behave as if it had been sent.
+        let encoded = size <= self.client_max_packet_size as usize
+            && codec::encode_publish(&publish, self.version, &mut self.out).is_ok();
+        if !encoded {
+            // [MQTT-3.1.2-24, MQTT-3.1.2-25] discard and behave as if it had been sent. An alias
+            // bound by this PUBLISH was never told to the client: unbind it, or the next PUBLISH
+            // on the topic would carry an alias the client cannot resolve.
+            if new_alias {
+                self.outbound_aliases.remove(&publish.topic);
+            }
             effects.push(Effect::Dropped(DropReason::TooLarge));
             return;
         }
         self.write_budget = self.write_budget.saturating_sub(size);
-        if codec::encode_publish(&publish, self.version, &mut self.out).is_err() {
-            effects.push(Effect::Dropped(DropReason::TooLarge));
-            return;
-        }
         self.sent_publishes += 1;
         if let Some(packet_id) = packet_id {
             self.session.inflight.push_back(Inflight {
@@ -734,21 +747,24 @@ impl Channel {
     /// Uses a topic alias when the client allows them (v5 §3.3.2.3.4): the first PUBLISH on a
     /// topic carries topic and alias, later ones the alias alone. Aliases are handed out until
     /// the client's maximum is reached and never reassigned within a connection.
-    fn apply_outbound_alias(&mut self, publish: &mut Publish) {
+    /// Returns true when this PUBLISH binds a new alias (it carries topic and alias).
+    fn apply_outbound_alias(&mut self, publish: &mut Publish) -> bool {
         if self.client_topic_alias_maximum == 0 {
-            return;
+            return false;
         }
         if let Some(&alias) = self.outbound_aliases.get(&publish.topic) {
             publish.properties.topic_alias = Some(alias);
             publish.topic = ByteString::new();
-            return;
+            return false;
         }
         let used = self.outbound_aliases.len();
         if used < usize::from(self.client_topic_alias_maximum) {
             let alias = (used + 1) as u16;
             self.outbound_aliases.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
+            return true;
         }
+        false
     }
 
     /// Resends, with their original identifiers, the PUBLISH packets not yet acknowledged (DUP

@@ -18,6 +18,10 @@ struct Recorder {
 }
 
 impl Dispatcher for Recorder {
+    fn authorize_publish(&mut self, topic: &str) -> bool {
+        !topic.starts_with("denied")
+    }
+
     fn dispatch(&mut self, message: Arc<Message>) -> usize {
         self.published.push(message);
         self.matches
@@ -684,4 +688,34 @@ fn write_budget_holds_messages_back() {
     ch.set_write_budget(1 << 20);
     ch.drain(now, &mut fx);
     assert_eq!(written(&mut ch).len(), 1);
+}
+
+#[test]
+fn refused_publish_is_not_routed_and_v5_is_told_0x87() {
+    let mut d = Recorder::default();
+    let mut ch = channel(ProtocolVersion::V5);
+    handle(
+        &mut ch,
+        publish("denied/x", QoS::AtLeastOnce, Some(4)),
+        &mut d,
+    )
+    .expect("ok");
+    assert!(d.published.is_empty());
+    assert_eq!(
+        written(&mut ch),
+        vec![Packet::Puback(PubAck::with_reason(
+            4,
+            ReasonCode::NotAuthorized
+        ))]
+    );
+    // 3.1.1 cannot say no: a plain acknowledgement, and the message is still dropped.
+    let mut ch = channel(ProtocolVersion::V3_1_1);
+    handle(
+        &mut ch,
+        publish("denied/x", QoS::ExactlyOnce, Some(5)),
+        &mut d,
+    )
+    .expect("ok");
+    assert!(d.published.is_empty());
+    assert_eq!(written(&mut ch), vec![Packet::Pubrec(PubAck::new(5))]);
 }
