@@ -767,15 +767,14 @@ impl ClientState {
         }
     }
 
+    /// Counts the drops the channel reported (delivering and draining report nothing else).
     fn count_drops(&mut self) {
-        let effects = std::mem::take(&mut self.effects);
-        for e in &effects {
+        let mut effects = std::mem::take(&mut self.effects);
+        for e in effects.drain(..) {
             if let Effect::Dropped(r) = e {
-                self.count_drop(*r);
+                self.count_drop(r);
             }
         }
-        let mut effects = effects;
-        effects.clear();
         self.effects = effects;
     }
 

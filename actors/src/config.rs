@@ -467,12 +467,8 @@ impl DurationStr {
         if s.eq_ignore_ascii_case("never") || s.eq_ignore_ascii_case("infinity") {
             return Ok(DurationStr(None));
         }
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("expected a duration like \"15s\", got \"{s}\""))?;
-        let d = match unit.trim() {
+        let (n, unit) = number_and_unit(s, "a duration like \"15s\"")?;
+        let d = match unit {
             "" | "s" => Duration::from_secs(n),
             "ms" => Duration::from_millis(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
@@ -498,17 +494,29 @@ impl fmt::Display for DurationStr {
     }
 }
 
+/// A value written either as a bare number or as text with a unit (`15`, `"15s"`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Num(u64),
+    Text(String),
+}
+
+/// Splits `"15s"` into `15` and `"s"`; `what` names the expected form in the error.
+fn number_and_unit<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n = num
+        .parse()
+        .map_err(|_| format!("expected {what}, got \"{s}\""))?;
+    Ok((n, unit.trim()))
+}
+
 impl<'de> Deserialize<'de> for DurationStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(DurationStr(Some(Duration::from_secs(n)))),
-            Raw::Text(s) => DurationStr::parse(&s).map_err(serde::de::Error::custom),
+        match NumOrText::deserialize(d)? {
+            NumOrText::Num(n) => Ok(DurationStr(Some(Duration::from_secs(n)))),
+            NumOrText::Text(s) => DurationStr::parse(&s).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -527,12 +535,8 @@ impl ByteSize {
     /// Parses the textual form.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("expected a size like \"1MB\", got \"{s}\""))?;
-        let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        let (n, unit) = number_and_unit(s, "a size like \"1MB\"")?;
+        let mult = match unit.to_ascii_uppercase().as_str() {
             "" | "B" => 1,
             "KB" | "K" => 1024,
             "MB" | "M" => 1024 * 1024,
@@ -558,15 +562,9 @@ impl fmt::Display for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(ByteSize(n)),
-            Raw::Text(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        match NumOrText::deserialize(d)? {
+            NumOrText::Num(n) => Ok(ByteSize(n)),
+            NumOrText::Text(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
         }
     }
 }

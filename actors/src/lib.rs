@@ -26,6 +26,8 @@ pub mod retainer;
 pub mod route_table;
 pub mod router;
 pub mod sys;
+#[cfg(test)]
+mod testing;
 
 pub use broker::Broker;
 pub use config::Config;

@@ -283,26 +283,9 @@ mod tests {
 
     mod reference {
         use super::*;
+        use crate::testing::{filter_strategy, topic_strategy};
         use beamq_protocol::topic;
         use proptest::prelude::*;
-
-        fn level() -> impl Strategy<Value = String> {
-            prop_oneof![Just("a"), Just("b"), Just(""), Just("$x")].prop_map(String::from)
-        }
-
-        fn topic_strategy() -> impl Strategy<Value = String> {
-            proptest::collection::vec(level(), 1..4).prop_map(|v| v.join("/"))
-        }
-
-        fn filter_strategy() -> impl Strategy<Value = String> {
-            let lvl = prop_oneof![level(), Just("+".to_string())];
-            (proptest::collection::vec(lvl, 1..4), any::<bool>()).prop_map(|(mut v, hash)| {
-                if hash {
-                    v.push("#".into());
-                }
-                v.join("/")
-            })
-        }
 
         proptest! {
             /// The trie walk returns exactly the retained topics `topic::matches` accepts.

@@ -520,6 +520,7 @@ mod tests {
     use super::*;
     use crate::client::ClientMsg;
     use crate::link::ClientLink;
+    use crate::testing::{filter_strategy, topic_strategy};
     use beamq_protocol::SubscriptionOptions;
     use proptest::prelude::*;
     use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -669,24 +670,6 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(matched(&t, "q", "p")[0].0, "on");
         }
-    }
-
-    fn level() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a"), Just("b"), Just(""), Just("$x")].prop_map(String::from)
-    }
-
-    fn topic_strategy() -> impl Strategy<Value = String> {
-        proptest::collection::vec(level(), 1..4).prop_map(|v| v.join("/"))
-    }
-
-    fn filter_strategy() -> impl Strategy<Value = String> {
-        let lvl = prop_oneof![level(), Just("+".to_string())];
-        (proptest::collection::vec(lvl, 1..4), any::<bool>()).prop_map(|(mut v, hash)| {
-            if hash {
-                v.push("#".into());
-            }
-            v.join("/")
-        })
     }
 
     proptest! {
