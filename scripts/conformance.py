@@ -56,6 +56,9 @@ def build():
         statements = read_tsv(os.path.join(SPEC, f"mqtt-{version}-statements.tsv"))
         coverage_path = os.path.join(SPEC, f"coverage-{version}.tsv")
         coverage = {}
+        if not os.path.exists(coverage_path):
+            problems.append(f"{version}: {os.path.relpath(coverage_path, ROOT)} is missing")
+            continue
         for row in read_tsv(coverage_path):
             if row["id"] in coverage:
                 problems.append(f"{version}: duplicate coverage row {row['id']}")

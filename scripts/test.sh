@@ -11,6 +11,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== docs/CONFORMANCE.md up to date, every test it names exists"
+python3 scripts/conformance.py --check
+
 echo "== cargo build (tests)"
 cargo build --workspace --tests
 

@@ -521,3 +521,23 @@ async fn v5_will_properties_reach_the_subscriber() {
     assert_eq!(got.topic_alias, None);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_publishes_every_will_and_tells_v5_clients_0x8b() {
+    // A graceful shutdown ends every session: the connections close without DISCONNECT from
+    // the client, so wills are published (3.1.1 [MQTT-3.1.2-8]; 5.0 [MQTT-3.1.2-8]), a delayed
+    // will included, since its session ends now (5.0 §3.1.3.2.2: "or the Session ends,
+    // whichever happens first"). v5 clients are told why: DISCONNECT 0x8B.
+    let broker = TestBroker::start().await;
+    let ctx = broker.broker().clone();
+    let a = Client::connect(&broker, V::V311, "sd-a", &will_opts("wills/a", b"a")).await;
+    let mut b = v5_with_will(&broker, "sd-b", false, 120, "wills/b", will_delay(60)).await;
+    eventually("both connected", || ctx.metrics.connections.get() == 2).await;
+    let stop = tokio::spawn(broker.stop());
+    let d = b.closed().await.expect("DISCONNECT before the close");
+    assert_eq!(d.reason_code, v5::DisconnectReasonCode::ServerShuttingDown);
+    within("shutdown", stop).await.expect("shutdown task");
+    assert_eq!(ctx.metrics.wills_published.get(), 2);
+    assert_eq!(ctx.metrics.sessions.get(), 0);
+    drop(a);
+}

@@ -71,8 +71,11 @@ pub struct Broker {
     listen_addrs: Mutex<HashMap<String, SocketAddr>>,
     shutting_down: AtomicBool,
     next_client_id: AtomicU64,
-    /// Start time in seconds since the epoch: keeps assigned client ids unique across restarts.
+    /// Start time in microseconds since the epoch: keeps assigned client ids unique across
+    /// restarts.
     epoch_salt: u64,
+    /// Random keys that make assigned client ids unpredictable.
+    id_keys: ahash::RandomState,
 }
 
 impl Broker {
@@ -99,15 +102,28 @@ impl Broker {
             epoch_salt: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
+            id_keys: ahash::RandomState::new(),
             limits,
             config: Arc::new(config),
         })
     }
 
-    /// A server-assigned client identifier, unique within this node's life.
+    /// A server-assigned client identifier, unique within this node's life and not the id of
+    /// any session held now [MQTT-3.2.2-16]: a client may have picked the next one on purpose
+    /// (it can guess it from the one it was assigned), and must not be taken over by it.
     pub fn assign_client_id(&self) -> String {
-        let n = self.next_client_id.fetch_add(1, Ordering::Relaxed);
-        format!("beamq-{:x}-{n}", self.epoch_salt)
+        loop {
+            let n = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+            // Keyed by this node's random hasher: the next id cannot be guessed from one seen.
+            let id = format!(
+                "beamq-{:x}-{:016x}",
+                self.epoch_salt,
+                self.id_keys.hash_one(n)
+            );
+            if self.sessions.get(&id).is_none() {
+                return id;
+            }
+        }
     }
 
     // ---- where the permanent actors are ----

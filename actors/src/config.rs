@@ -348,8 +348,10 @@ impl Config {
         if m.max_inflight == 0 {
             return Err(bad("mqtt.max_inflight", "expected 1 ..= 65535"));
         }
-        if m.max_clientid_len == 0 {
-            return Err(bad("mqtt.max_clientid_len", "expected at least 1"));
+        if m.max_clientid_len < 23 {
+            // Both 3.1.1 and 5.0 [MQTT-3.1.3-5]: a server MUST accept identifiers of 1 to 23
+            // characters.
+            return Err(bad("mqtt.max_clientid_len", "expected at least 23"));
         }
         if m.max_keepalive.0.is_none_or(|d| d.as_secs() > 65535) {
             return Err(bad(

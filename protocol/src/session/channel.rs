@@ -304,6 +304,24 @@ impl Channel {
                 "retain not available",
             ));
         }
+        if !p.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6] identifiers are the server's to add on the way out.
+            return Err(violation(
+                ReasonCode::ProtocolError,
+                "subscription identifier in a client PUBLISH",
+            ));
+        }
+        if p.properties
+            .response_topic
+            .as_deref()
+            .is_some_and(|t| topic::validate_name(t, 0).is_err())
+        {
+            // [MQTT-3.3.2-14] a Response Topic is a Topic Name: no wildcards, not empty.
+            return Err(violation(
+                ReasonCode::ProtocolError,
+                "invalid response topic",
+            ));
+        }
         let topic = self.resolve_alias(&mut p)?;
         if topic::validate_name(&topic, limits.max_topic_levels).is_err() {
             return Err(violation(

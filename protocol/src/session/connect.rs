@@ -81,6 +81,16 @@ pub fn accept(
                 }
             });
         }
+        // [MQTT-3.3.2-14] the will becomes a PUBLISH, whose Response Topic must be a valid
+        // Topic Name (v5 only: older wills have no properties).
+        if will
+            .properties
+            .response_topic
+            .as_deref()
+            .is_some_and(|t| topic::validate_name(t, 0).is_err())
+        {
+            return Err(Refused::connack(ReasonCode::ProtocolError));
+        }
         // [MQTT-3.2.2-12] a will QoS above Maximum QoS; [MQTT-3.2.2-13] will retain without
         // Retain Available.
         if will.qos > limits.max_qos {
