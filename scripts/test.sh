@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: formatting, lints, then every test of every crate.
-# Needs only the Rust toolchain (cargo, rustfmt, clippy). One build serves clippy-free
-# compilation, the test binaries and the integration tests' `beamq` binary.
+# Runs the whole test suite: formatting, lints, the conformance map, every test of every crate,
+# then interoperability with the mosquitto clients and paho-mqtt (installed by scripts/interop.sh
+# from Debian and PyPI if missing). Needs the Rust toolchain and python3. One build serves the
+# test binaries, the integration tests' `beamq` binary and the interoperability run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,6 @@ cargo build --workspace --tests
 
 echo "== cargo test"
 cargo test --workspace
+
+echo "== interoperability: mosquitto clients and paho-mqtt against the binary"
+scripts/interop.sh
