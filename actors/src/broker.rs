@@ -22,7 +22,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
 
 use crate::config::Config;
-use crate::link::ClientHandle;
+use crate::link::{ClientHandle, Delivered};
 use crate::metrics::Metrics;
 use crate::registry::{RegistryMsg, SessionTable};
 use crate::retained::RetainedStore;
@@ -33,6 +33,11 @@ use crate::router::RouterMsg;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a caller keeps retrying while a permanent actor is being restarted.
 const RESTART_GRACE: Duration = Duration::from_secs(5);
+
+/// How many times a batch whose recipient is gone is passed on (to the client id's new owner,
+/// to another share-group member) before it is given up: members that keep vanishing must not
+/// bounce a message around forever.
+const MAX_HOPS: u8 = 3;
 
 /// Topic that panics the publishing client's actor when `debug.fault_injection` is on.
 pub const FAULT_CLIENT_TOPIC: &str = "$beamq/fault/client";
@@ -182,8 +187,43 @@ impl Broker {
     pub fn publish(&self, message: Arc<Message>) -> usize {
         let mut fanout = Fanout::default();
         let n = self.route(message, &mut fanout);
-        fanout.flush(&self.metrics);
+        fanout.flush(self);
         n
+    }
+
+    /// May a client publish to `topic`? `$SYS` is the broker's own namespace: clients read it,
+    /// they do not write it (a retained client PUBLISH there would impersonate the broker's
+    /// statistics). Applies to PUBLISH packets and to wills. Refusals are logged and counted.
+    pub fn authorize_publish(&self, topic: &str) -> bool {
+        let allowed = !(topic == "$SYS" || topic.starts_with("$SYS/"));
+        if !allowed {
+            self.metrics.publishes_denied.inc();
+            tracing::info!(topic, "PUBLISH to $SYS refused");
+        }
+        allowed
+    }
+
+    /// Sends a batch to `client`. If its actor is gone, the batch goes to whoever owns the
+    /// client id now (a takeover in between), and failing that its shared-subscription
+    /// messages go to other members of their groups.
+    pub fn deliver_to(&self, client: &ClientHandle, batch: Vec<Delivery>) {
+        self.deliver_hops(client, batch, 0);
+    }
+
+    fn deliver_hops(&self, client: &ClientHandle, batch: Vec<Delivery>, hops: u8) {
+        let Delivered::Gone(batch) = client.deliver(batch, &self.metrics) else {
+            return;
+        };
+        if batch.is_empty() || hops >= MAX_HOPS {
+            return;
+        }
+        if let Some(owner) = self.sessions.get(&client.client_id) {
+            if !Arc::ptr_eq(&owner, client) {
+                self.deliver_hops(&owner, batch, hops + 1);
+                return;
+            }
+        }
+        self.redeliver_hops(batch, client, hops + 1);
     }
 
     /// The publish path: stores a retained message, looks up the subscribers and adds one
@@ -222,6 +262,10 @@ impl Broker {
     /// member of the same group; messages of other subscriptions are the departed session's
     /// own and go with it.
     pub fn redeliver_shared(&self, undelivered: Vec<Delivery>, from: &ClientHandle) {
+        self.redeliver_hops(undelivered, from, 0);
+    }
+
+    fn redeliver_hops(&self, undelivered: Vec<Delivery>, from: &ClientHandle, hops: u8) {
         let mut fanout = Fanout::default();
         for d in undelivered {
             let Some(share) = &d.share else { continue };
@@ -237,7 +281,7 @@ impl Broker {
                 );
             }
         }
-        fanout.flush(&self.metrics);
+        fanout.flush_hops(self, hops);
     }
 
     // ---- calls to routers and the registry ----
@@ -394,10 +438,14 @@ impl Fanout {
     }
 
     /// Sends every batch: one actor message per subscriber.
-    pub fn flush(&mut self, metrics: &Metrics) {
+    pub fn flush(&mut self, broker: &Broker) {
+        self.flush_hops(broker, 0);
+    }
+
+    fn flush_hops(&mut self, broker: &Broker, hops: u8) {
         self.index.clear();
         for (client, batch) in self.pending.drain(..) {
-            client.deliver(batch, metrics);
+            broker.deliver_hops(&client, batch, hops);
         }
     }
 }

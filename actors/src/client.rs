@@ -14,16 +14,23 @@
 //! The actor outlives its connection when the session has an expiry: it then queues messages
 //! (bounded) until the client comes back, the session expires, or another connection takes it
 //! over.
+//!
+//! Takeover runs between the two actors that own a client id one after the other: the newcomer
+//! asks the old owner for the session (`TakeoverBegin`), puts its subscriptions in the route table
+//! under its own link, then collects what reached the old owner meanwhile (`TakeoverEnd`). The
+//! old owner then forwards whatever still arrives (a publisher may have looked the route up just
+//! before it changed) and drains its mailbox before it stops, so no message is lost on the way.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beamq_protocol::session::{
-    Accepted, Channel, Delivery, Dispatcher, Effect, Message, SessionState, Violation,
+    Accepted, Channel, Delivery, Dispatcher, DropReason, Effect, Message, SessionState, Violation,
 };
 use beamq_protocol::{ByteString, Connect, DecodeError, LastWill, Packet, ReasonCode, topic};
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::broker::{Broker, CALL_TIMEOUT, FAULT_CLIENT_TOPIC, FAULT_ROUTER_TOPIC, Fanout};
@@ -35,6 +42,10 @@ use crate::router::RouterMsg;
 /// expiry, takeover, kick): a normal exit for the supervisor, which only warns about others.
 const NORMAL: &str = "normal";
 
+/// The longest a single timer sleeps; longer waits re-arm themselves (tokio timers reach about
+/// two years, session expiry up to 136).
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+
 /// Why the socket task reports the connection gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostReason {
@@ -42,6 +53,8 @@ pub enum LostReason {
     Closed,
     /// Nothing arrived within 1.5 × keep alive [MQTT-3.1.2-24].
     KeepAliveTimeout,
+    /// The peer accepted no bytes for `broker.send_timeout` while we had some to write.
+    SendTimeout,
 }
 
 /// Timers the actor sets for itself.
@@ -80,8 +93,11 @@ pub enum ClientMsg {
         /// Gets the session.
         reply: RpcReplyPort<Option<Box<SessionState>>>,
     },
-    /// The newcomer's subscriptions are in place: hand over what arrived meanwhile, then stop.
+    /// The newcomer's subscriptions are in place: hand over what arrived meanwhile, forward
+    /// what still arrives, and stop once the mailbox is empty.
     TakeoverEnd {
+        /// The new owner.
+        successor: ClientHandle,
         /// Gets the deliveries that arrived after `TakeoverBegin`.
         reply: RpcReplyPort<Vec<Delivery>>,
     },
@@ -134,6 +150,24 @@ pub struct ClientDrops {
     pub qos0_not_queued: u64,
 }
 
+/// Where a takeover of this actor's client id stands.
+#[derive(Debug)]
+enum Takeover {
+    /// None under way.
+    None,
+    /// The session went to the newcomer, whose subscriptions are not in place yet: deliveries
+    /// are kept for it; `filters` are the routes still pointing here, removed if the newcomer
+    /// never finishes.
+    Handing {
+        buffered: Vec<Delivery>,
+        filters: Vec<ByteString>,
+    },
+    /// The newcomer asked for a clean start: this session ended.
+    Discarded,
+    /// The newcomer has everything: late deliveries go on to it until the mailbox is empty.
+    Forwarding { successor: ClientHandle },
+}
+
 /// State of a client actor.
 pub struct ClientState {
     broker: Arc<Broker>,
@@ -143,13 +177,20 @@ pub struct ClientState {
     span: tracing::Span,
     effects: Vec<Effect>,
     fanout: Fanout,
+    /// Bumped whenever the timers set so far stop applying.
     epoch: u64,
+    /// Timer tasks of the current epoch, aborted when it ends.
+    timers: Vec<JoinHandle<Result<(), MessagingErr<ClientMsg>>>>,
     pending_will: Option<LastWill>,
-    /// `Some` between TakeoverBegin and TakeoverEnd.
-    handoff: Option<Vec<Delivery>>,
+    will_due: Option<Instant>,
+    expiry_due: Option<Instant>,
+    takeover: Takeover,
     drops: ClientDrops,
-    /// True once the session's cleanup ran (or the session moved to another actor).
-    finished: bool,
+    /// True once the session's accounting is done (will, registry, shared redelivery,
+    /// `sessions` gauge), or the session moved to another actor.
+    session_ended: bool,
+    /// True once this session's subscriptions left the route table (or moved).
+    routes_removed: bool,
     sent_seen: u64,
     high_watermark: usize,
 }
@@ -204,6 +245,32 @@ impl Actor for ClientActor {
     }
 }
 
+/// Undoes a start that did not finish (an error, or the actor killed while starting): the
+/// registration and any routes already made under this actor's link would otherwise point at
+/// an actor that never ran.
+struct StartGuard {
+    broker: Arc<Broker>,
+    link: ClientHandle,
+    filters: Vec<ByteString>,
+    /// A session taken over from the previous owner is lost with this start.
+    holds_session: bool,
+    armed: bool,
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.link.set_online(false);
+        self.broker.unregister(&self.link);
+        if self.holds_session {
+            self.broker.metrics.sessions.dec();
+        }
+        spawn_unsubscribe(&self.broker, &self.link, std::mem::take(&mut self.filters));
+    }
+}
+
 /// Registers the client, takes over a previous session if there is one, and sends CONNACK.
 async fn start(
     myself: ActorRef<ClientMsg>,
@@ -223,6 +290,13 @@ async fn start(
     ));
     let clean_start = connect.clean_start;
     let previous = broker.register(&link).await?;
+    let mut guard = StartGuard {
+        broker: broker.clone(),
+        link: link.clone(),
+        filters: Vec::new(),
+        holds_session: false,
+        armed: true,
+    };
 
     let mut taken: Option<Box<SessionState>> = None;
     if let Some(old) = &previous {
@@ -237,7 +311,7 @@ async fn start(
         match res {
             Ok(CallResult::Success(s)) => taken = s,
             // The previous owner is gone (crashed, expired meanwhile) or stuck: its session is
-            // lost and this one starts clean.
+            // lost and this one starts clean. Killing it runs its crash cleanup.
             _ => {
                 tracing::warn!(client_id = %link.client_id, "previous session owner did not hand over");
                 old.actor.kill();
@@ -245,25 +319,35 @@ async fn start(
         }
     }
     if let Some(session) = &taken {
+        guard.holds_session = true;
         let subs = session
             .subscriptions
             .iter()
             .map(|(f, s)| (f.clone(), *s))
             .collect::<Vec<_>>();
         if !subs.is_empty() {
+            guard.filters = subs.iter().map(|(f, _)| f.clone()).collect();
             broker.subscribe(&link, subs).await?;
         }
     }
     let mut buffered = Vec::new();
     if let Some(old) = &previous {
-        if let Ok(CallResult::Success(b)) = old
+        let res = old
             .actor
-            .call(|reply| ClientMsg::TakeoverEnd { reply }, Some(CALL_TIMEOUT))
-            .await
-        {
+            .call(
+                |reply| ClientMsg::TakeoverEnd {
+                    successor: link.clone(),
+                    reply,
+                },
+                Some(CALL_TIMEOUT),
+            )
+            .await;
+        if let Ok(CallResult::Success(b)) = res {
             buffered = b;
         }
     }
+    // Nothing below can fail: the start stands.
+    guard.armed = false;
 
     let session_present = taken.is_some();
     let session = taken
@@ -284,20 +368,32 @@ async fn start(
         effects: Vec::new(),
         fanout: Fanout::default(),
         epoch: 0,
+        timers: Vec::new(),
         pending_will: None,
-        handoff: None,
+        will_due: None,
+        expiry_due: None,
+        takeover: Takeover::None,
         drops: ClientDrops::default(),
-        finished: false,
+        session_ended: false,
+        routes_removed: false,
         sent_seen: 0,
         high_watermark,
     };
     let now = Instant::now();
     state.refresh_budget();
-    state
-        .channel
-        .start(&accepted, session_present, now, &mut state.effects);
-    for d in buffered {
-        state.channel.deliver(d, now, &mut state.effects);
+    {
+        let ClientState {
+            broker,
+            fanout,
+            channel,
+            effects,
+            ..
+        } = &mut state;
+        let mut d = Dispatch { broker, fanout };
+        channel.start(&accepted, session_present, now, &mut d, effects);
+        for delivery in buffered {
+            channel.deliver(delivery, now, &mut d, effects);
+        }
     }
     state.count_drops();
     state.flush_out();
@@ -313,8 +409,8 @@ async fn start(
     Ok(state)
 }
 
-/// The publish path as seen from the channel: route through the broker into this actor's
-/// fanout, which is flushed once per inbound batch.
+/// The rest of the broker as the channel sees it: publishing through this actor's fanout
+/// (flushed once per inbound batch), authorization, and the retained store.
 struct Dispatch<'a> {
     broker: &'a Broker,
     fanout: &'a mut Fanout,
@@ -322,14 +418,7 @@ struct Dispatch<'a> {
 
 impl Dispatcher for Dispatch<'_> {
     fn authorize_publish(&mut self, topic: &str) -> bool {
-        // `$SYS` is the broker's own namespace: clients read it, they do not write it (a
-        // retained client PUBLISH there would impersonate the broker's statistics).
-        let allowed = !(topic == "$SYS" || topic.starts_with("$SYS/"));
-        if !allowed {
-            self.broker.metrics.publishes_denied.inc();
-            tracing::info!(topic, "PUBLISH to $SYS refused");
-        }
-        allowed
+        self.broker.authorize_publish(topic)
     }
 
     fn dispatch(&mut self, message: Arc<Message>) -> usize {
@@ -338,6 +427,18 @@ impl Dispatcher for Dispatch<'_> {
             fault_injection(self.broker, &message.topic);
         }
         self.broker.route(message, self.fanout)
+    }
+
+    fn retained_page(
+        &mut self,
+        filter: &str,
+        after: Option<&str>,
+        watermark: u64,
+        limit: usize,
+    ) -> Vec<Arc<Message>> {
+        self.broker
+            .retained
+            .page(filter, after, watermark, limit, Instant::now())
     }
 }
 
@@ -349,6 +450,23 @@ fn fault_injection(broker: &Broker, topic: &str) {
         if let Some(router) = broker.routers().into_iter().flatten().next() {
             let _ = router.cast(RouterMsg::Crash);
         }
+    }
+}
+
+/// Removes `filters` of `link` from the route table in the background: for cleanup paths that
+/// cannot await (`Drop`). Entries that another actor has since taken are left alone.
+fn spawn_unsubscribe(broker: &Arc<Broker>, link: &ClientHandle, filters: Vec<ByteString>) {
+    if filters.is_empty() {
+        return;
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let broker = broker.clone();
+        let link = link.clone();
+        rt.spawn(async move {
+            if let Err(e) = broker.unsubscribe(&link, filters).await {
+                tracing::error!(error = %e, "could not remove the subscriptions of a departed client");
+            }
+        });
     }
 }
 
@@ -367,18 +485,24 @@ impl ClientState {
             }
             ClientMsg::Writable => {
                 self.refresh_budget();
-                self.channel.drain(Instant::now(), &mut self.effects);
-                self.count_drops();
+                self.drain();
                 self.flush_out();
             }
             ClientMsg::ConnectionLost(reason) => {
                 if self.conn.is_some() {
-                    if reason == LostReason::KeepAliveTimeout {
-                        self.broker.metrics.keepalive_timeouts.inc();
-                        tracing::info!("keep alive timeout");
-                        self.channel
-                            .write_disconnect(ReasonCode::KeepAliveTimeout, None);
-                        self.flush_out();
+                    match reason {
+                        LostReason::KeepAliveTimeout => {
+                            self.broker.metrics.keepalive_timeouts.inc();
+                            tracing::info!("keep alive timeout");
+                            self.channel
+                                .write_disconnect(ReasonCode::KeepAliveTimeout, None);
+                            self.flush_out();
+                        }
+                        LostReason::SendTimeout => {
+                            self.broker.metrics.send_timeouts.inc();
+                            tracing::info!("client stopped reading: send timeout");
+                        }
+                        LostReason::Closed => {}
                     }
                     self.connection_closed(&myself, true, "connection lost")
                         .await;
@@ -387,10 +511,25 @@ impl ClientState {
             ClientMsg::TakeoverBegin { clean_start, reply } => {
                 self.on_takeover_begin(&myself, clean_start, reply).await;
             }
-            ClientMsg::TakeoverEnd { reply } => {
-                // By now the session has moved (or was discarded and cleaned up).
-                let _ = reply.send(self.handoff.take().unwrap_or_default());
-                myself.stop(Some(NORMAL.into()));
+            ClientMsg::TakeoverEnd { successor, reply } => {
+                match std::mem::replace(&mut self.takeover, Takeover::Discarded) {
+                    Takeover::Handing { buffered, .. } => {
+                        let _ = reply.send(buffered);
+                        // The successor's routes replaced ours; whatever still reaches this
+                        // mailbox was routed before that and goes on to it.
+                        self.routes_removed = true;
+                        self.takeover = Takeover::Forwarding { successor };
+                    }
+                    // A discarded session has nothing for the successor: what still arrives
+                    // was for the old subscriptions.
+                    _ => {
+                        let _ = reply.send(Vec::new());
+                    }
+                }
+                self.cancel_timers();
+                if myself.drain().is_err() {
+                    myself.stop(Some(NORMAL.into()));
+                }
             }
             ClientMsg::Timer { epoch, kind } => {
                 if epoch == self.epoch {
@@ -406,7 +545,7 @@ impl ClientState {
                     self.flush_out();
                     self.connection_closed(&myself, true, "kicked").await;
                 }
-                if end_session && !self.finished {
+                if end_session && !self.session_ended {
                     self.end_session().await;
                     myself.stop(Some(NORMAL.into()));
                 }
@@ -423,26 +562,29 @@ impl ClientState {
         let now = Instant::now();
         self.refresh_budget();
         for packet in packets {
-            let mut dispatch = Dispatch {
-                broker: &self.broker,
-                fanout: &mut self.fanout,
+            // Where this packet's answers start: an internal failure must not send a SUBACK
+            // for a subscription that is not in place.
+            let mark = self.channel.out.len();
+            let res = {
+                let mut d = Dispatch {
+                    broker: &self.broker,
+                    fanout: &mut self.fanout,
+                };
+                self.channel.handle(packet, now, &mut d, &mut self.effects)
             };
-            let res = self
-                .channel
-                .handle(packet, now, &mut dispatch, &mut self.effects);
             if let Err(v) = res {
                 self.violation(myself, v).await;
                 return;
             }
             if !self.effects.is_empty() {
-                self.fanout.flush(&self.broker.metrics);
-                self.run_effects(myself, now).await;
+                self.fanout.flush(&self.broker);
+                self.run_effects(myself, now, mark).await;
                 if self.conn.is_none() {
                     return;
                 }
             }
         }
-        self.fanout.flush(&self.broker.metrics);
+        self.fanout.flush(&self.broker);
         if let Some(e) = error {
             // A decode error whose reason is Protocol Error (duplicate property, packet id 0,
             // ...) is counted once, as a protocol error, by `violation`.
@@ -463,7 +605,7 @@ impl ClientState {
     /// A rule was broken: DISCONNECT with the reason for v5 [MQTT-4.13.1-1], then close. The
     /// will is published: this is not a normal disconnection.
     async fn violation(&mut self, myself: &ActorRef<ClientMsg>, v: Violation) {
-        self.fanout.flush(&self.broker.metrics);
+        self.fanout.flush(&self.broker);
         if v.reason == ReasonCode::ProtocolError {
             self.broker.metrics.protocol_errors.inc();
         }
@@ -474,7 +616,7 @@ impl ClientState {
             .await;
     }
 
-    async fn run_effects(&mut self, myself: &ActorRef<ClientMsg>, now: Instant) {
+    async fn run_effects(&mut self, myself: &ActorRef<ClientMsg>, now: Instant, mark: usize) {
         let mut effects = std::mem::take(&mut self.effects);
         let mut i = 0;
         while i < effects.len() {
@@ -490,7 +632,7 @@ impl ClientState {
                         i += 1;
                     }
                     if let Err(e) = self.broker.subscribe(&self.link, subs).await {
-                        self.internal_failure(myself, e.to_string()).await;
+                        self.internal_failure(myself, e.to_string(), mark).await;
                         return;
                     }
                     continue;
@@ -502,7 +644,7 @@ impl ClientState {
                         i += 1;
                     }
                     if let Err(e) = self.broker.unsubscribe(&self.link, filters).await {
-                        self.internal_failure(myself, e.to_string()).await;
+                        self.internal_failure(myself, e.to_string(), mark).await;
                         return;
                     }
                     continue;
@@ -511,19 +653,24 @@ impl ClientState {
                     filter,
                     subscription,
                 } => {
+                    // Read the watermark now that the route is in place: what was stored before
+                    // comes from the store, what comes after arrives live.
+                    let watermark = self.broker.retained.watermark();
                     let inner = topic::split_shared(filter).map_or(&**filter, |s| s.filter);
-                    let found = self.broker.retained.matching(inner, now);
-                    let deliveries = found.into_iter().map(|message| Delivery {
-                        qos: message.qos.min(subscription.options.qos),
-                        // [MQTT-3.3.1-8] retained messages sent for a new subscription carry
-                        // RETAIN 1.
-                        retain: true,
-                        subscription_ids: subscription.id.into_iter().collect(),
-                        share: None,
-                        message,
-                    });
+                    let inner = filter.slice_ref(inner);
                     let mut more = Vec::new();
-                    self.channel.push_retained(deliveries, now, &mut more);
+                    let mut d = Dispatch {
+                        broker: &self.broker,
+                        fanout: &mut self.fanout,
+                    };
+                    self.channel.push_retained(
+                        inner,
+                        *subscription,
+                        watermark,
+                        now,
+                        &mut d,
+                        &mut more,
+                    );
                     effects.extend(more);
                 }
                 Effect::Dropped(reason) => self.count_drop(*reason),
@@ -546,8 +693,9 @@ impl ClientState {
         }
     }
 
-    async fn internal_failure(&mut self, myself: &ActorRef<ClientMsg>, error: String) {
+    async fn internal_failure(&mut self, myself: &ActorRef<ClientMsg>, error: String, mark: usize) {
         tracing::error!(%error, "subscription change failed; closing the connection");
+        self.channel.out.truncate(mark);
         self.channel
             .write_disconnect(ReasonCode::ImplementationSpecificError, None);
         self.flush_out();
@@ -556,17 +704,36 @@ impl ClientState {
     }
 
     fn on_deliver(&mut self, batch: Vec<Delivery>) {
-        if let Some(buffer) = &mut self.handoff {
-            buffer.extend(batch);
-            return;
+        match &mut self.takeover {
+            Takeover::Handing { buffered, .. } => {
+                buffered.extend(batch);
+                return;
+            }
+            Takeover::Forwarding { successor } => {
+                let successor = successor.clone();
+                self.broker.deliver_to(&successor, batch);
+                return;
+            }
+            Takeover::Discarded | Takeover::None => {}
         }
-        if self.finished {
+        if self.session_ended {
+            // Routed here before this session's routes were removed: shared-subscription
+            // messages still go to another member [MQTT-4.8.2 in 5.0]; the rest was this
+            // session's and ended with it.
+            self.broker.redeliver_shared(batch, &self.link);
             return;
         }
         let now = Instant::now();
         self.refresh_budget();
-        for d in batch {
-            self.channel.deliver(d, now, &mut self.effects);
+        {
+            let mut d = Dispatch {
+                broker: &self.broker,
+                fanout: &mut self.fanout,
+            };
+            for delivery in batch {
+                self.channel
+                    .deliver(delivery, now, &mut d, &mut self.effects);
+            }
         }
         self.count_drops();
         self.flush_out();
@@ -585,7 +752,7 @@ impl ClientState {
         self.channel.disconnected();
         self.link.set_online(false);
         self.broker.metrics.connections.dec();
-        self.epoch += 1;
+        self.cancel_timers();
         let will = self.channel.take_will();
         let expiry = self.channel.session.expiry_interval;
         tracing::debug!(why, expiry, "connection closed");
@@ -599,7 +766,8 @@ impl ClientState {
                 self.publish_will(will);
             } else {
                 self.pending_will = Some(will);
-                self.schedule(myself, TimerKind::WillDelay, delay.min(expiry));
+                self.will_due = Some(Instant::now() + secs(delay.min(expiry)));
+                self.schedule(myself, TimerKind::WillDelay, secs(delay.min(expiry)));
             }
         }
         match expiry {
@@ -608,7 +776,10 @@ impl ClientState {
                 myself.stop(Some(NORMAL.into()));
             }
             u32::MAX => {}
-            secs => self.schedule(myself, TimerKind::SessionExpiry, secs),
+            s => {
+                self.expiry_due = Some(Instant::now() + secs(s));
+                self.schedule(myself, TimerKind::SessionExpiry, secs(s));
+            }
         }
     }
 
@@ -640,7 +811,7 @@ impl ClientState {
                 }
             }
         }
-        self.epoch += 1;
+        self.cancel_timers();
         if let Some(will) = self.pending_will.take() {
             // A will waiting for its delay: the session ends now (clean start) and the will
             // goes, or the session continues and the will is cancelled [MQTT-3.1.3-9].
@@ -648,27 +819,38 @@ impl ClientState {
                 self.publish_will(will);
             }
         }
-        // Safety net: if the newcomer dies before TakeoverEnd, do not linger forever.
-        self.schedule(
-            myself,
-            TimerKind::TakeoverTimeout,
-            (CALL_TIMEOUT.as_secs() * 3) as u32,
-        );
+        // Safety net: if the newcomer never finishes, do not linger (or hold routes) forever.
+        self.schedule(myself, TimerKind::TakeoverTimeout, CALL_TIMEOUT * 3);
         if clean_start {
-            // The newcomer starts a new session; this one ends here, and what still arrives
-            // for it is dropped.
+            // The newcomer starts a new session; this one ends here.
             let _ = reply.send(None);
             self.end_session().await;
+            self.takeover = Takeover::Discarded;
         } else {
+            let filters = self.channel.session.subscriptions.keys().cloned().collect();
             let session = std::mem::take(&mut self.channel.session);
             let _ = reply.send(Some(Box::new(session)));
-            self.handoff = Some(Vec::new());
-            // The session now belongs to the newcomer: nothing of it is ours to clean up.
-            self.finished = true;
+            // The session now belongs to the newcomer: its accounting is no longer ours.
+            self.session_ended = true;
+            self.takeover = Takeover::Handing {
+                buffered: Vec::new(),
+                filters,
+            };
         }
     }
 
     async fn on_timer(&mut self, myself: &ActorRef<ClientMsg>, kind: TimerKind) {
+        let now = Instant::now();
+        let due = match kind {
+            TimerKind::WillDelay => self.will_due,
+            TimerKind::SessionExpiry => self.expiry_due,
+            TimerKind::TakeoverTimeout => None,
+        };
+        if let Some(due) = due.filter(|&due| due > now) {
+            // A long wait is slept in steps of MAX_TIMER.
+            self.schedule(myself, kind, due - now);
+            return;
+        }
         match kind {
             TimerKind::WillDelay => {
                 if let Some(will) = self.pending_will.take() {
@@ -684,45 +866,70 @@ impl ClientState {
                 }
             }
             TimerKind::TakeoverTimeout => {
-                if self.handoff.is_some() {
-                    tracing::warn!("takeover never completed; stopping");
-                    self.end_session().await;
-                    myself.stop(Some(NORMAL.into()));
-                }
+                tracing::warn!("takeover never completed; stopping");
+                self.abandon_handoff();
+                myself.stop(Some(NORMAL.into()));
             }
         }
     }
 
-    fn schedule(&self, myself: &ActorRef<ClientMsg>, kind: TimerKind, secs: u32) {
-        // tokio timers reach about two years; a longer wait is re-armed by nobody and simply
-        // means "practically never".
-        let secs = u64::from(secs).min(365 * 24 * 3600);
+    /// The newcomer never finished taking the session: it is lost. Routes still pointing here
+    /// are removed (entries the newcomer made are left alone), shared-subscription messages held
+    /// for it go to other members.
+    fn abandon_handoff(&mut self) {
+        if let Takeover::Handing { buffered, filters } =
+            std::mem::replace(&mut self.takeover, Takeover::None)
+        {
+            self.broker.metrics.sessions.dec();
+            self.broker.redeliver_shared(buffered, &self.link);
+            spawn_unsubscribe(&self.broker, &self.link, filters);
+            self.routes_removed = true;
+        }
+    }
+
+    fn schedule(&mut self, myself: &ActorRef<ClientMsg>, kind: TimerKind, after: Duration) {
         let epoch = self.epoch;
-        myself.send_after(Duration::from_secs(secs), move || ClientMsg::Timer {
+        let handle = myself.send_after(after.min(MAX_TIMER), move || ClientMsg::Timer {
             epoch,
             kind,
         });
+        self.timers.push(handle);
+    }
+
+    /// Ends the current epoch: timers set so far no longer fire (their tasks, which hold a
+    /// reference to this actor, are gone at once rather than when they would have fired).
+    fn cancel_timers(&mut self) {
+        self.epoch += 1;
+        for t in self.timers.drain(..) {
+            t.abort();
+        }
     }
 
     fn publish_will(&mut self, will: LastWill) {
+        if !self.broker.authorize_publish(&will.topic) {
+            return;
+        }
         let message = Message::from_will(will, self.link.client_id.clone(), Instant::now());
         tracing::debug!(topic = %message.topic, "publishing will");
         self.broker.metrics.wills_published.inc();
         self.broker.publish(Arc::new(message));
     }
 
-    /// Ends the session: the pending will goes out, subscriptions leave the route table,
-    /// shared-subscription messages it still held go to other members, and the client id is
-    /// released. Idempotent.
+    /// Ends the session: the pending will goes out, shared-subscription messages it still held
+    /// go to other members, the client id is released, and the subscriptions leave the route
+    /// table. Idempotent. Everything that cannot wait is done before the one await, so a kill
+    /// during it leaves only the route removal to `Drop`.
     async fn end_session(&mut self) {
-        if self.finished {
+        if self.session_ended {
             return;
         }
-        self.finished = true;
+        self.session_ended = true;
+        self.cancel_timers();
         if let Some(conn) = self.conn.take() {
             conn.close();
             self.broker.metrics.connections.dec();
         }
+        self.link.set_online(false);
         if let Some(will) = self
             .pending_will
             .take()
@@ -730,18 +937,22 @@ impl ClientState {
         {
             self.publish_will(will);
         }
-        let filters: Vec<ByteString> = self.channel.session.subscriptions.keys().cloned().collect();
-        if !filters.is_empty() {
-            if let Err(e) = self.broker.unsubscribe(&self.link, filters).await {
-                tracing::error!(error = %e, "could not remove subscriptions of an ended session");
-            }
-        }
         let undelivered = self.channel.session.take_undelivered();
         if !undelivered.is_empty() {
             self.broker.redeliver_shared(undelivered, &self.link);
         }
         self.broker.unregister(&self.link);
         self.broker.metrics.sessions.dec();
+        if !self.routes_removed {
+            let filters: Vec<ByteString> =
+                self.channel.session.subscriptions.keys().cloned().collect();
+            if !filters.is_empty() {
+                if let Err(e) = self.broker.unsubscribe(&self.link, filters).await {
+                    tracing::error!(error = %e, "could not remove subscriptions of an ended session");
+                }
+            }
+            self.routes_removed = true;
+        }
     }
 
     fn refresh_budget(&mut self) {
@@ -750,20 +961,47 @@ impl ClientState {
             .set_write_budget(self.high_watermark.saturating_sub(pending));
     }
 
-    /// Moves encoded packets to the socket task and adjusts the write budget.
+    /// Lets the channel send what waits, as far as window and budget allow.
+    fn drain(&mut self) {
+        {
+            let mut d = Dispatch {
+                broker: &self.broker,
+                fanout: &mut self.fanout,
+            };
+            self.channel
+                .drain(Instant::now(), &mut d, &mut self.effects);
+        }
+        self.count_drops();
+    }
+
+    /// Moves encoded packets to the socket task and adjusts the write budget. While the socket
+    /// keeps up and messages wait, it goes on sending them: the budget measured before a batch
+    /// may have been used up while the socket task wrote, and nothing else would wake the queue
+    /// of a client that sends no acknowledgements (QoS 0).
     fn flush_out(&mut self) {
-        let sent = self.channel.sent_publishes();
-        self.broker.metrics.messages_sent.add(sent - self.sent_seen);
-        self.sent_seen = sent;
-        let Some(conn) = &self.conn else {
-            self.channel.out.clear();
-            return;
-        };
-        let pending = conn.push(&mut self.channel.out);
-        let budget = self.high_watermark.saturating_sub(pending);
-        self.channel.set_write_budget(budget);
-        if budget == 0 {
-            conn.want_writable();
+        loop {
+            let sent = self.channel.sent_publishes();
+            self.broker.metrics.messages_sent.add(sent - self.sent_seen);
+            self.sent_seen = sent;
+            let Some(conn) = &self.conn else {
+                self.channel.out.clear();
+                return;
+            };
+            let pending = conn.push(&mut self.channel.out);
+            let budget = self.high_watermark.saturating_sub(pending);
+            self.channel.set_write_budget(budget);
+            if budget == 0 {
+                conn.want_writable();
+                return;
+            }
+            if !self.channel.has_backlog() {
+                return;
+            }
+            self.drain();
+            if self.channel.out.is_empty() {
+                // Nothing could go: the window is full; acknowledgements will drain it.
+                return;
+            }
         }
     }
 
@@ -778,8 +1016,7 @@ impl ClientState {
         self.effects = effects;
     }
 
-    fn count_drop(&mut self, reason: beamq_protocol::session::DropReason) {
-        use beamq_protocol::session::DropReason;
+    fn count_drop(&mut self, reason: DropReason) {
         self.broker.metrics.dropped.count(reason);
         match reason {
             DropReason::QueueFull => self.drops.queue_full += 1,
@@ -791,47 +1028,46 @@ impl ClientState {
     }
 }
 
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
 impl Drop for ClientState {
-    /// The crash path: a panic skipped the orderly cleanup. Disconnect the client, publish the
-    /// will (the connection ended abnormally), and free what the session held in shared
-    /// tables. Everything here is synchronous or spawned: `Drop` cannot await.
+    /// The crash path: a panic or a kill skipped the orderly cleanup. Disconnect the client,
+    /// publish the will (the connection ended abnormally), and free what the session held in
+    /// shared tables. Everything here is synchronous or spawned: `Drop` cannot await.
     fn drop(&mut self) {
-        if self.finished {
-            return;
+        for t in self.timers.drain(..) {
+            t.abort();
         }
-        self.finished = true;
-        self.broker.metrics.client_crashes.inc();
-        tracing::error!(client_id = %self.link.client_id, "client actor crashed; cleaning up");
+        self.link.set_online(false);
         if let Some(conn) = self.conn.take() {
             conn.abort();
             self.broker.metrics.connections.dec();
         }
-        if let Some(will) = self
-            .pending_will
-            .take()
-            .or_else(|| self.channel.take_will())
-        {
-            let message = Message::from_will(will, self.link.client_id.clone(), Instant::now());
-            self.broker.metrics.wills_published.inc();
-            self.broker.publish(Arc::new(message));
-        }
-        let undelivered = self.channel.session.take_undelivered();
-        if !undelivered.is_empty() {
-            self.broker.redeliver_shared(undelivered, &self.link);
-        }
-        self.broker.unregister(&self.link);
-        self.broker.metrics.sessions.dec();
-        let filters: Vec<ByteString> = self.channel.session.subscriptions.keys().cloned().collect();
-        if !filters.is_empty() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let broker = self.broker.clone();
-                let link = self.link.clone();
-                rt.spawn(async move {
-                    if let Err(e) = broker.unsubscribe(&link, filters).await {
-                        tracing::error!(error = %e, "could not remove subscriptions of a crashed client");
-                    }
-                });
+        self.abandon_handoff();
+        if !self.session_ended {
+            self.session_ended = true;
+            self.broker.metrics.client_crashes.inc();
+            tracing::error!(client_id = %self.link.client_id, "client actor crashed; cleaning up");
+            if let Some(will) = self
+                .pending_will
+                .take()
+                .or_else(|| self.channel.take_will())
+            {
+                self.publish_will(will);
             }
+            let undelivered = self.channel.session.take_undelivered();
+            if !undelivered.is_empty() {
+                self.broker.redeliver_shared(undelivered, &self.link);
+            }
+            self.broker.unregister(&self.link);
+            self.broker.metrics.sessions.dec();
+        }
+        if !self.routes_removed {
+            self.routes_removed = true;
+            let filters = self.channel.session.subscriptions.keys().cloned().collect();
+            spawn_unsubscribe(&self.broker, &self.link, filters);
         }
     }
 }

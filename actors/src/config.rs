@@ -134,7 +134,7 @@ pub struct MqttConfig {
     pub max_packet_size: ByteSize,
     /// Longest client identifier accepted.
     pub max_clientid_len: usize,
-    /// Maximum levels in a topic name or filter (0 = unlimited).
+    /// Maximum levels in a topic name or filter (1 ..= 1024).
     pub max_topic_levels: usize,
     /// Highest QoS supported (0, 1 or 2).
     pub max_qos_allowed: u8,
@@ -172,6 +172,9 @@ pub struct MqttConfig {
     pub connect_timeout: DurationStr,
     /// Most client connections this node holds at once.
     pub max_clients: usize,
+    /// Most sessions this node holds at once, connected or waiting for their client. A new
+    /// client id beyond it is refused (Quota exceeded); resuming a session is not.
+    pub max_sessions: usize,
     /// Response Information for v5 clients that request it ("" = none); `{clientid}` is
     /// replaced by the client identifier.
     pub response_information: String,
@@ -200,6 +203,7 @@ impl Default for MqttConfig {
             max_keepalive: DurationStr(Some(Duration::ZERO)),
             connect_timeout: DurationStr(Some(Duration::from_secs(15))),
             max_clients: 1_000_000,
+            max_sessions: 1_000_000,
             response_information: String::new(),
         }
     }
@@ -285,6 +289,9 @@ pub struct BrokerConfig {
     pub write_buffer_high_watermark: ByteSize,
     /// Time allowed to a client that is being closed to take its last bytes.
     pub close_flush_timeout: DurationStr,
+    /// A client that accepts no bytes for this long while the broker has some for it is
+    /// disconnected (as EMQX's `send_timeout`): it is gone, or not reading.
+    pub send_timeout: DurationStr,
     /// Time allowed at shutdown for clients to receive DISCONNECT and close.
     pub shutdown_timeout: DurationStr,
 }
@@ -296,6 +303,7 @@ impl Default for BrokerConfig {
             max_mailbox: 10_000,
             write_buffer_high_watermark: ByteSize(256 * 1024),
             close_flush_timeout: DurationStr(Some(Duration::from_secs(5))),
+            send_timeout: DurationStr(Some(Duration::from_secs(15))),
             shutdown_timeout: DurationStr(Some(Duration::from_secs(10))),
         }
     }
@@ -368,6 +376,13 @@ impl Config {
         if m.max_clients == 0 {
             return Err(bad("mqtt.max_clients", "expected at least 1"));
         }
+        if m.max_sessions == 0 {
+            return Err(bad("mqtt.max_sessions", "expected at least 1"));
+        }
+        if !(1..=1024).contains(&m.max_topic_levels) {
+            // The tables walk topics level by level; a bound keeps that walk's depth sane.
+            return Err(bad("mqtt.max_topic_levels", "expected 1 ..= 1024"));
+        }
         if !self.node.name.contains('@') {
             return Err(bad("node.name", "expected NAME@HOST, e.g. beamq@127.0.0.1"));
         }
@@ -376,6 +391,12 @@ impl Config {
         }
         if self.broker.max_mailbox == 0 {
             return Err(bad("broker.max_mailbox", "expected at least 1"));
+        }
+        if self.broker.send_timeout.0.is_none_or(|d| d.is_zero()) {
+            return Err(bad(
+                "broker.send_timeout",
+                "expected a non-zero duration such as \"15s\"",
+            ));
         }
         if self.broker.write_buffer_high_watermark.0 < 1024 {
             return Err(bad(

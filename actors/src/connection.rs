@@ -54,6 +54,7 @@ pub struct Conn {
     batches: AtomicUsize,
     want_writable: AtomicBool,
     low_watermark: usize,
+    hard_limit: usize,
 }
 
 impl Conn {
@@ -67,6 +68,7 @@ impl Conn {
             batches: AtomicUsize::new(0),
             want_writable: AtomicBool::new(false),
             low_watermark: high_watermark / 2,
+            hard_limit: high_watermark.saturating_mul(2),
         }
     }
 
@@ -97,10 +99,10 @@ impl Conn {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Asks for a `Writable` message once the backlog has halved.
+    /// Asks for a `Writable` message once the backlog has halved. The socket task checks the
+    /// request on every turn of its loop, so a request made after its last write is not lost.
     pub fn want_writable(&self) {
         self.want_writable.store(true, Ordering::Release);
-        // The task may have drained everything already: let it re-check.
         self.notify.notify_one();
     }
 
@@ -185,7 +187,10 @@ where
             reason: ReasonCode::ServerUnavailable,
             send_connack: true,
         })
-    } else if broker.metrics.connections.get() as usize >= broker.config.mqtt.max_clients {
+    } else if broker.metrics.connections.get() as usize >= broker.config.mqtt.max_clients
+        || (broker.metrics.sessions.get() as usize >= broker.config.mqtt.max_sessions
+            && (connect.client_id.is_empty() || broker.sessions.get(&connect.client_id).is_none()))
+    {
         broker.metrics.connections_over_limit.inc();
         Err(Refused {
             reason: ReasonCode::QuotaExceeded,
@@ -362,6 +367,17 @@ where
     // Frames that arrived in the same read as the CONNECT are handed over at once: nothing
     // else would wake the loop for them if the client now waits for an answer (or closes).
     let mut more_frames = !rbuf.is_empty();
+    let send_timeout = broker
+        .config
+        .broker
+        .send_timeout
+        .get()
+        .unwrap_or(Duration::from_secs(15));
+    // When the socket last accepted bytes (or bytes started waiting): a client that accepts
+    // none for `send_timeout` is gone or not reading, and is disconnected.
+    let mut write_progress = Instant::now();
+    // Reading stopped for back-pressure (not the client's doing): keep alive restarts after.
+    let mut held_back = false;
 
     // Anything the actor wrote while starting (CONNACK, resent messages).
     take_output(conn, &mut wbuf);
@@ -382,8 +398,26 @@ where
         }
         if wbuf.is_empty() {
             take_output(conn, &mut wbuf);
+            write_progress = Instant::now();
         }
-        let can_read = reading && conn.batches.load(Ordering::Acquire) < MAX_BATCHES_IN_FLIGHT;
+        // The actor asked for a wake-up once the backlog is low; it may already be (the write
+        // that brought it down happened before the request).
+        if conn.pending() <= conn.low_watermark && conn.want_writable.swap(false, Ordering::AcqRel)
+        {
+            let _ = actor.cast(ClientMsg::Writable);
+        }
+        // Stop reading while the actor is behind (batches in its mailbox) or while our answers
+        // pile up unread: a client that sends without reading cannot grow either without bound.
+        let can_read = reading
+            && conn.batches.load(Ordering::Acquire) < MAX_BATCHES_IN_FLIGHT
+            && conn.pending() < conn.hard_limit;
+        if reading && !can_read {
+            held_back = true;
+        } else if can_read && held_back {
+            // Packets may have waited in the socket meanwhile: that is not the client's idleness.
+            held_back = false;
+            deadline = idle_limit.map(|d| Instant::now() + d);
+        }
         if can_read && more_frames {
             // The last batch stopped at MAX_BATCH with frames left over: hand them over
             // before reading more.
@@ -414,11 +448,9 @@ where
                 Ok(0) | Err(_) => return Some(LostReason::Closed),
                 Ok(n) => {
                     let _ = wbuf.split_to(n);
+                    write_progress = Instant::now();
                     broker.metrics.bytes_sent.add(n as u64);
-                    let left = conn.pending.fetch_sub(n, Ordering::AcqRel) - n;
-                    if left <= conn.low_watermark && conn.want_writable.swap(false, Ordering::AcqRel) {
-                        let _ = actor.cast(ClientMsg::Writable);
-                    }
+                    conn.pending.fetch_sub(n, Ordering::AcqRel);
                 }
             },
             res = rd.read_buf(&mut rbuf), if can_read => match res {
@@ -439,7 +471,10 @@ where
                     }
                 }
             },
-            _ = sleep_until_opt(deadline), if deadline.is_some() && reading => {
+            _ = tokio::time::sleep_until(write_progress + send_timeout), if !wbuf.is_empty() && close_by.is_none() => {
+                return Some(LostReason::SendTimeout);
+            }
+            _ = sleep_until_opt(deadline), if deadline.is_some() && can_read => {
                 // Stop reading but keep writing: the actor answers with DISCONNECT 0x8D (v5)
                 // and closes the connection itself.
                 if actor.cast(ClientMsg::ConnectionLost(LostReason::KeepAliveTimeout)).is_err() {

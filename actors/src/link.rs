@@ -13,8 +13,21 @@ use beamq_protocol::ByteString;
 use beamq_protocol::session::Delivery;
 use ractor::ActorRef;
 
+use ractor::MessagingErr;
+
 use crate::client::ClientMsg;
 use crate::metrics::Metrics;
+
+/// What became of a batch sent to a client.
+#[derive(Debug)]
+pub enum Delivered {
+    /// It is in the client's mailbox.
+    Yes,
+    /// The mailbox was over its bound: dropped and counted.
+    Refused,
+    /// The actor is gone (taken over, ended, crashed): the batch, back.
+    Gone(Vec<Delivery>),
+}
 
 /// Shared handle on a client actor. Cloned into route entries, the registry and share groups.
 pub type ClientHandle = Arc<ClientLink>;
@@ -49,26 +62,31 @@ impl ClientLink {
         }
     }
 
-    /// Sends a batch of deliveries; returns false (and counts the drops) when the mailbox is
-    /// over its bound or the actor is gone.
-    pub fn deliver(&self, batch: Vec<Delivery>, metrics: &Metrics) -> bool {
+    /// Sends a batch of deliveries. A mailbox over its bound refuses the batch (counted as
+    /// `mailbox_full` drops); an actor that is gone gives the batch back, for the caller to take
+    /// elsewhere (see [`crate::broker::Broker::deliver_to`]).
+    pub fn deliver(&self, batch: Vec<Delivery>, metrics: &Metrics) -> Delivered {
         let n = batch.len();
         if n == 0 {
-            return true;
+            return Delivered::Yes;
         }
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before >= self.max_mailbox {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.refused.fetch_add(n as u64, Ordering::Relaxed);
             metrics.dropped.mailbox_full.add(n as u64);
-            return false;
+            return Delivered::Refused;
         }
-        if self.actor.cast(ClientMsg::Deliver(batch)).is_err() {
-            // The actor stopped between lookup and send; its session is gone with it.
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            return false;
+        match self.actor.cast(ClientMsg::Deliver(batch)) {
+            Ok(()) => Delivered::Yes,
+            Err(e) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                match e {
+                    MessagingErr::SendErr(ClientMsg::Deliver(batch)) => Delivered::Gone(batch),
+                    _ => Delivered::Gone(Vec::new()),
+                }
+            }
         }
-        true
     }
 
     /// Called by the client actor for each batch it takes out of its mailbox.

@@ -173,6 +173,14 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
+        // TCP keep-alive finds peers that vanished without a FIN (power loss, NAT timeout)
+        // even when MQTT keep alive is 0 and nothing is being written.
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(120))
+                .with_interval(Duration::from_secs(15))
+                .with_retries(4),
+        );
         open.fetch_add(1, Ordering::Relaxed);
         let guard = OpenGuard(open.clone());
         let broker = broker.clone();

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub client_crashes: Counter,
     /// Connections closed for keep-alive timeout.
     pub keepalive_timeouts: Counter,
+    /// Connections closed because the client accepted no bytes for `broker.send_timeout`.
+    pub send_timeouts: Counter,
     /// Malformed packets received (connection closed).
     pub malformed_packets: Counter,
     /// Protocol errors by clients (connection closed).

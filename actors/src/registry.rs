@@ -1,6 +1,6 @@
 //! Registry actor: client id -> the client actor that owns the session (emqx_cm's role).
 //!
-//! Supervised by: the node's root supervisor (`beamq`), restart type permanent.
+//! Supervised by: `broker_sup` (one_for_one), restart type permanent.
 //! Receives: `Register` from a client actor starting up (a call: the reply names the previous
 //! owner, whose session the newcomer takes over or discards), `Unregister` from a client actor
 //! whose session ended.

@@ -298,7 +298,7 @@ impl RouteTable {
     }
 
     /// Finds every subscriber `topic` reaches. `publisher` is the publishing client's id (for No
-    /// Local [MQTT-3.8.3-3]); `hash_key` feeds the hash strategies.
+    /// Local [MQTT-3.8.3-3]); it and the topic feed the hash strategies.
     pub fn lookup(&self, topic: &str, publisher: &str, out: &mut Matches) {
         out.clear();
         {

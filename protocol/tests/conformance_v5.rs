@@ -144,6 +144,16 @@ impl Dispatcher for Nobody {
     fn dispatch(&mut self, _message: Arc<Message>) -> usize {
         0
     }
+
+    fn retained_page(
+        &mut self,
+        _filter: &str,
+        _after: Option<&str>,
+        _watermark: u64,
+        _limit: usize,
+    ) -> Vec<Arc<Message>> {
+        Vec::new()
+    }
 }
 
 /// Decodes the one PUBLISH the channel wrote.
@@ -180,7 +190,7 @@ fn packet_identifiers_skip_those_in_use_across_the_wraparound() {
     let mut ch = Channel::new(connect, &accepted, limits, SessionState::new(0));
     let now = Instant::now();
     let mut fx = Vec::new();
-    ch.start(&accepted, false, now, &mut fx);
+    ch.start(&accepted, false, now, &mut Nobody, &mut fx);
     ch.out.clear();
     let message = Arc::new(Message::system(
         ByteString::from("t"),
@@ -188,7 +198,12 @@ fn packet_identifiers_skip_those_in_use_across_the_wraparound() {
         false,
     ));
     let mut deliver = |ch: &mut Channel, qos| {
-        ch.deliver(Delivery::new(message.clone(), qos, false), now, &mut fx);
+        ch.deliver(
+            Delivery::new(message.clone(), qos, false),
+            now,
+            &mut Nobody,
+            &mut fx,
+        );
         let p = written_publish(ch);
         assert_eq!(p.qos, qos);
         p.packet_id.expect("QoS > 0 has a packet identifier")

@@ -597,7 +597,8 @@ async fn inspect_and_dynamic_child_management() {
     let b = start_child(&sup, h.child("b", Restart::Transient), CALL)
         .await
         .unwrap();
-    assert_eq!(b.get_status(), ActorStatus::Running);
+    // spawn returns once pre_start is done; ractor marks the actor Running a moment later.
+    wait_until("b running", || b.get_status() == ActorStatus::Running).await;
     let dup = start_child(&sup, h.child("b", Restart::Permanent), CALL).await;
     assert!(matches!(dup, Err(SupervisorError::DuplicateChild(ref id)) if id == "b"));
     start_child(&sup, h.child("c", Restart::Permanent), CALL)

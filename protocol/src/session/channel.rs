@@ -26,7 +26,9 @@ use crate::reason::ReasonCode;
 use crate::session::connect::Accepted;
 use crate::session::limits::Limits;
 use crate::session::message::{Delivery, Message};
-use crate::session::state::{DropReason, Inflight, Phase, SessionState, Subscription};
+use crate::session::state::{
+    DropReason, Inflight, Phase, RetainedCursor, SessionState, Subscription,
+};
 use crate::topic;
 
 /// Routes accepted application messages. Implemented by the broker; tests use a recorder.
@@ -38,7 +40,21 @@ pub trait Dispatcher {
 
     /// Routes `message` to every matching subscription and returns how many matched.
     fn dispatch(&mut self, message: Arc<Message>) -> usize;
+
+    /// Up to `limit` retained messages whose topic matches `filter` (a filter without share
+    /// prefix), stored no later than `watermark`, in topic order, starting after topic `after`.
+    /// Fewer than `limit` means there are no more.
+    fn retained_page(
+        &mut self,
+        filter: &str,
+        after: Option<&str>,
+        watermark: u64,
+        limit: usize,
+    ) -> Vec<Arc<Message>>;
 }
+
+/// How many retained messages are read from the store at a time for one subscription.
+const RETAINED_PAGE: usize = 64;
 
 /// What the caller must do after feeding the channel, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +71,9 @@ pub enum Effect {
         /// Filter exactly as subscribed.
         filter: ByteString,
     },
-    /// Look up the retained messages matching `filter` and hand them to
-    /// [`Channel::push_retained`] (after the SUBACK) [MQTT-3.3.1-6, MQTT-3.8.4-4].
+    /// The subscription is in place: start sending the retained messages matching `filter`
+    /// with [`Channel::push_retained`], passing the store's current watermark (3.1.1
+    /// [MQTT-3.3.1-6], 5.0 [MQTT-3.3.1-9], [MQTT-3.8.4-4]).
     SendRetained {
         /// Filter without any share prefix.
         filter: ByteString,
@@ -202,6 +219,7 @@ impl Channel {
         accepted: &Accepted,
         session_present: bool,
         now: Instant,
+        dispatcher: &mut dyn Dispatcher,
         effects: &mut Vec<Effect>,
     ) {
         let connack = Connack {
@@ -210,10 +228,18 @@ impl Channel {
             properties: accepted.connack_properties.clone(),
         };
         self.write(&Packet::Connack(connack));
-        if session_present {
-            self.resend_inflight(now);
-        }
-        self.drain(now, effects);
+        // Everything unacknowledged is resent first, as the new window allows
+        // [MQTT-4.4.0-1]; then the queue.
+        self.session.mark_all_unsent();
+        self.drain(now, dispatcher, effects);
+    }
+
+    /// True while messages wait for the window or the write budget: the caller drains again
+    /// when either frees up.
+    pub fn has_backlog(&self) -> bool {
+        !self.session.queue.is_empty()
+            || !self.session.retained.is_empty()
+            || self.session.unsent() > 0
     }
 
     /// The network connection is gone; the session stays until it expires or is taken over.
@@ -238,21 +264,21 @@ impl Channel {
             Packet::Publish(p) => self.on_publish(p, now, dispatcher),
             Packet::Puback(ack) => {
                 self.on_puback(ack);
-                self.drain(now, effects);
+                self.drain(now, dispatcher, effects);
                 Ok(())
             }
             Packet::Pubrec(ack) => {
                 self.on_pubrec(ack);
-                self.drain(now, effects);
+                self.drain(now, dispatcher, effects);
                 Ok(())
             }
             Packet::Pubcomp(ack) => {
                 if let Some(pos) = self.session.inflight_position(ack.packet_id) {
-                    if self.session.inflight[pos].phase == Phase::AwaitComp {
-                        self.session.inflight.remove(pos);
+                    if self.session.inflight()[pos].phase == Phase::AwaitComp {
+                        self.session.remove_inflight(pos);
                     }
                 }
-                self.drain(now, effects);
+                self.drain(now, dispatcher, effects);
                 Ok(())
             }
             Packet::Pubrel(rel) => {
@@ -419,16 +445,19 @@ impl Channel {
                 .cloned()
                 .ok_or(violation(ReasonCode::ProtocolError, "unknown topic alias"))
         } else {
-            self.inbound_aliases.insert(alias, p.topic.clone());
+            // A copy, not a slice: a slice would keep the whole received frame (payload
+            // included) alive for as long as the alias is bound.
+            self.inbound_aliases
+                .insert(alias, ByteString::from(&*p.topic));
             Ok(p.topic.clone())
         }
     }
 
     fn on_puback(&mut self, ack: PubAck) {
         if let Some(pos) = self.session.inflight_position(ack.packet_id) {
-            let i = &self.session.inflight[pos];
+            let i = &self.session.inflight()[pos];
             if i.phase == Phase::AwaitAck && i.delivery.qos == QoS::AtLeastOnce {
-                self.session.inflight.remove(pos);
+                self.session.remove_inflight(pos);
             }
         }
     }
@@ -437,14 +466,14 @@ impl Channel {
         let found = self
             .session
             .inflight_position(ack.packet_id)
-            .filter(|&pos| self.session.inflight[pos].delivery.qos == QoS::ExactlyOnce);
+            .filter(|&pos| self.session.inflight()[pos].delivery.qos == QoS::ExactlyOnce);
         match found {
             Some(pos) if ack.reason_code.is_error() => {
                 // v5 §4.3.3: a PUBREC with an error ends the exchange; no PUBREL.
-                self.session.inflight.remove(pos);
+                self.session.remove_inflight(pos);
             }
             Some(pos) => {
-                self.session.inflight[pos].phase = Phase::AwaitComp;
+                self.session.set_phase(pos, Phase::AwaitComp);
                 self.write(&Packet::Pubrel(PubAck::new(ack.packet_id)));
             }
             None => {
@@ -478,10 +507,17 @@ impl Channel {
                 "subscription identifiers not supported",
             ));
         }
+        // Check every filter before changing anything: a violation in the third filter must not
+        // leave the first two in the session without their routes.
+        let checks = s
+            .filters
+            .iter()
+            .map(|(filter, options)| self.check_filter(filter, options))
+            .collect::<Result<Vec<_>, Violation>>()?;
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
-        for (filter, options) in s.filters {
-            match self.check_filter(&filter, &options)? {
+        for ((filter, options), check) in s.filters.into_iter().zip(checks) {
+            match check {
                 Err(code) => codes.push(code),
                 Ok(shared) => {
                     let granted = options.qos.min(self.limits.max_qos);
@@ -623,25 +659,31 @@ impl Channel {
         Ok(())
     }
 
-    /// Hands the channel a message for its client: sent now if the window, the write budget and
-    /// the queue allow, queued otherwise (bounded; drops are reported as effects).
-    pub fn deliver(&mut self, delivery: Delivery, now: Instant, effects: &mut Vec<Effect>) {
+    /// Hands the channel a message for its client. It joins the queue (bounded; drops are
+    /// reported as effects) and the queue is drained as far as the window and the write budget
+    /// allow, so order is kept and nothing waits that could go.
+    pub fn deliver(
+        &mut self,
+        delivery: Delivery,
+        now: Instant,
+        dispatcher: &mut dyn Dispatcher,
+        effects: &mut Vec<Effect>,
+    ) {
         if delivery.message.is_expired(now) {
             effects.push(Effect::Dropped(DropReason::Expired));
             return;
         }
-        let can_send_now = self.connected
-            && self.session.queue.is_empty()
-            && self.session.retained.is_empty()
-            && self.write_budget > 0
-            && (delivery.qos == QoS::AtMostOnce || self.session.inflight.len() < self.window());
-        if can_send_now {
-            self.send_delivery(delivery, now, effects);
-            return;
-        }
-        if delivery.qos == QoS::AtMostOnce && !self.limits.queue_qos0 {
+        if delivery.qos == QoS::AtMostOnce
+            && !self.limits.queue_qos0
+            && !self.can_send_now(&delivery)
+        {
             effects.push(Effect::Dropped(DropReason::Qos0NotQueued));
             return;
+        }
+        let mut delivery = delivery;
+        if !self.connected {
+            // Kept until the client comes back: not a slice of somebody's read buffer.
+            delivery.message = delivery.message.for_keeping();
         }
         let max = self.limits.max_queued_messages;
         if self
@@ -651,35 +693,76 @@ impl Channel {
         {
             effects.push(Effect::Dropped(DropReason::QueueFull));
         }
+        self.drain(now, dispatcher, effects);
     }
 
-    /// Appends retained messages owed because of a subscription, then sends what fits.
+    fn can_send_now(&self, delivery: &Delivery) -> bool {
+        self.connected
+            && self.session.queue.is_empty()
+            && self.session.retained.is_empty()
+            && self.write_budget > 0
+            && (delivery.qos == QoS::AtMostOnce || self.session.inflight().len() < self.window())
+    }
+
+    /// Starts sending the retained messages matching `filter` for a subscription whose route is
+    /// in place, up to the store's `watermark`. Subscribing again to the same filter replaces
+    /// what was still owed for it [MQTT-3.8.4-3].
     pub fn push_retained(
         &mut self,
-        deliveries: impl IntoIterator<Item = Delivery>,
+        filter: ByteString,
+        subscription: Subscription,
+        watermark: u64,
         now: Instant,
+        dispatcher: &mut dyn Dispatcher,
         effects: &mut Vec<Effect>,
     ) {
-        self.session.retained.extend(deliveries);
-        self.drain(now, effects);
+        if let Some(pos) = self
+            .session
+            .retained
+            .iter()
+            .position(|c| c.filter == filter)
+        {
+            if pos == 0 {
+                self.session.retained_page.clear();
+            }
+            self.session.retained.remove(pos);
+        }
+        self.session.retained.push_back(RetainedCursor {
+            filter,
+            subscription,
+            after: None,
+            watermark,
+            exhausted: false,
+        });
+        self.drain(now, dispatcher, effects);
     }
 
-    /// Sends queued messages while the window and the write budget allow: retained messages
-    /// owed first, then the queue, each in order.
-    pub fn drain(&mut self, now: Instant, effects: &mut Vec<Effect>) {
-        while self.connected && self.write_budget > 0 {
-            let from_retained = !self.session.retained.is_empty();
+    /// Sends what waits while the window and the write budget allow: first the in-flight
+    /// messages of a resumed session not yet resent, then retained messages owed, then the
+    /// queue, each in order.
+    pub fn drain(
+        &mut self,
+        now: Instant,
+        dispatcher: &mut dyn Dispatcher,
+        effects: &mut Vec<Effect>,
+    ) {
+        if !self.connected {
+            return;
+        }
+        self.resend_inflight(now, effects);
+        while self.write_budget > 0 {
+            let from_retained = self.fill_retained_page(dispatcher);
             let front = if from_retained {
-                self.session.retained.front()
+                self.session.retained_page.front()
             } else {
                 self.session.queue.front()
             };
             let Some(front) = front else { break };
-            if front.qos != QoS::AtMostOnce && self.session.inflight.len() >= self.window() {
+            if front.qos != QoS::AtMostOnce && self.session.inflight().len() >= self.window() {
                 break;
             }
             let delivery = if from_retained {
-                self.session.retained.pop_front()
+                self.session.retained_page.pop_front()
             } else {
                 self.session.queue.pop_front()
             };
@@ -690,6 +773,43 @@ impl Channel {
             }
             self.send_delivery(delivery, now, effects);
         }
+    }
+
+    /// Makes sure the page of the first retained cursor holds something if the cursor has
+    /// anything left; returns true when retained messages are next in line.
+    fn fill_retained_page(&mut self, dispatcher: &mut dyn Dispatcher) -> bool {
+        while self.session.retained_page.is_empty() {
+            let Some(cursor) = self.session.retained.front_mut() else {
+                return false;
+            };
+            if cursor.exhausted {
+                self.session.retained.pop_front();
+                continue;
+            }
+            let page = dispatcher.retained_page(
+                &cursor.filter,
+                cursor.after.as_deref(),
+                cursor.watermark,
+                RETAINED_PAGE,
+            );
+            cursor.exhausted = page.len() < RETAINED_PAGE;
+            if let Some(last) = page.last() {
+                cursor.after = Some(last.topic.clone());
+            }
+            let sub = cursor.subscription;
+            self.session
+                .retained_page
+                .extend(page.into_iter().map(|message| Delivery {
+                    qos: message.qos.min(sub.options.qos),
+                    // Retained messages sent because of a subscription carry RETAIN 1
+                    // (3.1.1 [MQTT-3.3.1-8], 5.0 §3.3.1.3).
+                    retain: true,
+                    subscription_ids: sub.id.into_iter().collect(),
+                    share: None,
+                    message,
+                }));
+        }
+        true
     }
 
     fn send_delivery(&mut self, delivery: Delivery, now: Instant, effects: &mut Vec<Effect>) {
@@ -718,10 +838,11 @@ impl Channel {
         self.write_budget = self.write_budget.saturating_sub(size);
         self.sent_publishes += 1;
         if let Some(packet_id) = packet_id {
-            self.session.inflight.push_back(Inflight {
+            self.session.push_inflight(Inflight {
                 packet_id,
                 delivery,
                 phase: Phase::AwaitAck,
+                sent: true,
             });
         }
     }
@@ -786,20 +907,44 @@ impl Channel {
     }
 
     /// Resends, with their original identifiers, the PUBLISH packets not yet acknowledged (DUP
-    /// set) and the PUBREL packets not yet completed [MQTT-4.4.0-1, MQTT-3.3.1-1]. Expiry is
-    /// not re-checked: onward delivery has started [MQTT-3.3.2-5]. No topic aliases: they do
-    /// not survive the connection [MQTT-3.3.2-7].
-    fn resend_inflight(&mut self, now: Instant) {
-        for idx in 0..self.session.inflight.len() {
-            let i = &self.session.inflight[idx];
+    /// set) and the PUBREL packets not yet completed [MQTT-4.4.0-1, MQTT-3.3.1-1], no more at a
+    /// time than the new connection's window allows [MQTT-3.3.4-9 in 5.0]. Expiry is not
+    /// re-checked: onward delivery has started [MQTT-3.3.2-5]. No topic aliases: they do not
+    /// survive the connection [MQTT-3.3.2-7]. A PUBLISH now larger than the client accepts is
+    /// discarded as if delivered [MQTT-3.1.2-25].
+    fn resend_inflight(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        if self.session.unsent() == 0 {
+            return;
+        }
+        let window = self.window();
+        let mut sent = self.session.inflight().len() - self.session.unsent();
+        let mut idx = 0;
+        while idx < self.session.inflight().len() && sent < window {
+            let i = &self.session.inflight()[idx];
+            if i.sent {
+                idx += 1;
+                continue;
+            }
             let packet = match i.phase {
                 Phase::AwaitAck => {
-                    self.sent_publishes += 1;
                     Packet::Publish(self.publish_packet(&i.delivery, Some(i.packet_id), true, now))
                 }
                 Phase::AwaitComp => Packet::Pubrel(PubAck::new(i.packet_id)),
             };
+            let fits = codec::encoded_len(&packet, self.version)
+                .is_ok_and(|n| n <= self.client_max_packet_size as usize);
+            if !fits {
+                self.session.remove_inflight(idx);
+                effects.push(Effect::Dropped(DropReason::TooLarge));
+                continue;
+            }
+            if matches!(packet, Packet::Publish(_)) {
+                self.sent_publishes += 1;
+            }
             self.write(&packet);
+            self.session.mark_sent(idx);
+            sent += 1;
+            idx += 1;
         }
     }
 

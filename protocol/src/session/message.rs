@@ -4,7 +4,7 @@
 //! subscriber gets a [`Delivery`] that points at the same `Arc`, so topic, payload and properties
 //! are never copied per subscriber (DESIGN §4: keep binaries shared).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,6 +46,41 @@ pub struct Message {
     /// Client identifier of the publisher (empty for messages the broker makes itself), used for
     /// No Local [MQTT-3.8.3-3].
     pub publisher: ByteString,
+    /// The copy made for keeping, shared by everyone who keeps this message (see
+    /// [`Message::for_keeping`]).
+    kept: KeptCopy,
+}
+
+/// A detached copy of a message, made at most once. Not part of the message's value: clones
+/// start without one and equality ignores it.
+#[derive(Default)]
+struct KeptCopy {
+    copy: OnceLock<Arc<Message>>,
+    /// True for a message that owns its memory already (it is its own kept copy).
+    owned: bool,
+}
+
+impl Clone for KeptCopy {
+    fn clone(&self) -> Self {
+        KeptCopy {
+            copy: OnceLock::new(),
+            owned: self.owned,
+        }
+    }
+}
+
+impl PartialEq for KeptCopy {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for KeptCopy {}
+
+impl std::fmt::Debug for KeptCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.owned { "owned" } else { "sliced" })
+    }
 }
 
 impl Message {
@@ -79,6 +114,7 @@ impl Message {
             },
             expires_at: expiry_deadline(message_expiry_interval, now),
             publisher,
+            kept: KeptCopy::default(),
         }
     }
 
@@ -99,6 +135,7 @@ impl Message {
             },
             expires_at: expiry_deadline(p.message_expiry_interval, now),
             publisher,
+            kept: KeptCopy::default(),
         }
     }
 
@@ -112,7 +149,57 @@ impl Message {
             properties: MessageProperties::default(),
             expires_at: None,
             publisher: ByteString::new(),
+            kept: KeptCopy::default(),
         }
+    }
+
+    /// A copy that owns its memory. A decoded message's topic, payload and properties are
+    /// slices of the buffer the frame was read into, and a slice keeps that whole buffer alive;
+    /// a message kept for long (retained, queued for an absent client) should not pin the other
+    /// frames of its read.
+    pub fn detached(&self) -> Message {
+        let s = |b: &ByteString| ByteString::from(&**b);
+        let p = &self.properties;
+        Message {
+            topic: s(&self.topic),
+            payload: Bytes::copy_from_slice(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: MessageProperties {
+                payload_format_indicator: p.payload_format_indicator,
+                content_type: p.content_type.as_ref().map(s),
+                response_topic: p.response_topic.as_ref().map(s),
+                correlation_data: p
+                    .correlation_data
+                    .as_ref()
+                    .map(|c| Bytes::copy_from_slice(c)),
+                user_properties: p
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (s(k), s(v)))
+                    .collect(),
+            },
+            expires_at: self.expires_at,
+            publisher: s(&self.publisher),
+            kept: KeptCopy {
+                copy: OnceLock::new(),
+                owned: true,
+            },
+        }
+    }
+
+    /// The version of this message to keep for long (retained, queued for an absent client):
+    /// detached from the received frame, made once and shared by every keeper, so keeping a
+    /// message for a thousand offline sessions costs one copy, and the read buffer it came in
+    /// is freed as soon as the transient deliveries are done.
+    pub fn for_keeping(self: &Arc<Self>) -> Arc<Message> {
+        if self.kept.owned {
+            return self.clone();
+        }
+        self.kept
+            .copy
+            .get_or_init(|| Arc::new(self.detached()))
+            .clone()
     }
 
     /// True once the Message Expiry Interval has passed [MQTT-3.3.2-5].

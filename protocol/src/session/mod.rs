@@ -20,4 +20,4 @@ pub use channel::{Channel, Dispatcher, Effect, Violation};
 pub use connect::{Accepted, Refused};
 pub use limits::{DropPolicy, Limits};
 pub use message::{Delivery, Message, MessageProperties, ShareRef};
-pub use state::{DropReason, Inflight, Phase, SessionState, Subscription};
+pub use state::{DropReason, Inflight, Phase, RetainedCursor, SessionState, Subscription};

@@ -40,6 +40,28 @@ pub struct Inflight {
     pub delivery: Delivery,
     /// Handshake phase.
     pub phase: Phase,
+    /// False between a resumption and its resend: the message is still unacknowledged, but this
+    /// connection has not seen it yet (it goes out as the new window allows).
+    pub sent: bool,
+}
+
+/// Retained messages owed because of a subscription [MQTT-3.3.1-9 in 5.0, MQTT-3.3.1-6 in
+/// 3.1.1], read from the retained store a page at a time as the window and the socket allow.
+/// A cursor costs the same whether one message or a million match, so neither a wide filter
+/// nor a flood of SUBSCRIBE packets can make a session hold copies of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedCursor {
+    /// The filter (without any share prefix).
+    pub filter: ByteString,
+    /// The subscription the messages are sent for.
+    pub subscription: Subscription,
+    /// Topic of the last message taken; the next page starts after it.
+    pub after: Option<ByteString>,
+    /// Only messages stored up to this point of the store's history: later ones reach the
+    /// subscription live, through the route table.
+    pub watermark: u64,
+    /// True once the store had nothing more.
+    pub exhausted: bool,
 }
 
 /// Why a message meant for this session was not delivered (counted per client and per reason).
@@ -73,12 +95,19 @@ pub struct SessionState {
     /// Subscriptions by filter exactly as subscribed (including any `$share/{group}/` prefix).
     pub subscriptions: HashMap<ByteString, Subscription>,
     /// QoS 1/2 messages sent and not yet completed, in the order they were first sent.
-    pub inflight: VecDeque<Inflight>,
+    inflight: VecDeque<Inflight>,
+    /// Their packet identifiers, so that finding a free one never scans a large window.
+    inflight_ids: HashSet<u16>,
+    /// How many of them this connection has not sent yet (after a resumption).
+    unsent: usize,
     /// Messages waiting to be sent, oldest first; bounded by the queue limit.
     pub queue: VecDeque<Delivery>,
-    /// Retained messages owed because of a subscription. Never dropped for space: they are
-    /// flow-controlled by the window and the write budget instead of being truncated.
-    pub retained: VecDeque<Delivery>,
+    /// Retained messages owed because of subscriptions, one cursor per filter. Never dropped
+    /// for space: they are flow-controlled by the window and the write budget instead of being
+    /// truncated.
+    pub retained: VecDeque<RetainedCursor>,
+    /// The page most recently read for the first cursor, not yet sent (at most one page).
+    pub retained_page: VecDeque<Delivery>,
     /// Packet identifiers of QoS 2 messages received and not yet released (PUBREL).
     pub awaiting_rel: HashSet<u16>,
     /// Session Expiry Interval in seconds (`u32::MAX` = never).
@@ -104,7 +133,7 @@ impl SessionState {
                 self.next_packet_id = 1;
             }
             let id = self.next_packet_id;
-            if !self.inflight.iter().any(|i| i.packet_id == id) {
+            if !self.inflight_ids.contains(&id) {
                 return id;
             }
         }
@@ -113,7 +142,64 @@ impl SessionState {
     /// Position of the in-flight message with this identifier. Acknowledgements usually come
     /// in order, so the search from the front is short.
     pub fn inflight_position(&self, packet_id: u16) -> Option<usize> {
+        if !self.inflight_ids.contains(&packet_id) {
+            return None;
+        }
         self.inflight.iter().position(|i| i.packet_id == packet_id)
+    }
+
+    /// The messages in flight, oldest first.
+    pub fn inflight(&self) -> &VecDeque<Inflight> {
+        &self.inflight
+    }
+
+    /// Adds a message in flight.
+    pub fn push_inflight(&mut self, i: Inflight) {
+        self.inflight_ids.insert(i.packet_id);
+        if !i.sent {
+            self.unsent += 1;
+        }
+        self.inflight.push_back(i);
+    }
+
+    /// Removes the message in flight at `pos` (its exchange is complete).
+    pub fn remove_inflight(&mut self, pos: usize) -> Option<Inflight> {
+        let i = self.inflight.remove(pos)?;
+        self.inflight_ids.remove(&i.packet_id);
+        if !i.sent {
+            self.unsent -= 1;
+        }
+        Some(i)
+    }
+
+    /// Moves the message in flight at `pos` to waiting for PUBCOMP.
+    pub fn set_phase(&mut self, pos: usize, phase: Phase) {
+        if let Some(i) = self.inflight.get_mut(pos) {
+            i.phase = phase;
+        }
+    }
+
+    /// Marks the message in flight at `pos` as sent on this connection.
+    pub fn mark_sent(&mut self, pos: usize) {
+        if let Some(i) = self.inflight.get_mut(pos) {
+            if !i.sent {
+                i.sent = true;
+                self.unsent -= 1;
+            }
+        }
+    }
+
+    /// A new connection has seen none of the messages in flight.
+    pub fn mark_all_unsent(&mut self) {
+        for i in &mut self.inflight {
+            i.sent = false;
+        }
+        self.unsent = self.inflight.len();
+    }
+
+    /// Messages in flight not yet sent on this connection.
+    pub fn unsent(&self) -> usize {
+        self.unsent
     }
 
     /// Queues a delivery under the limit and policy; returns a delivery that had to be dropped.
@@ -145,6 +231,8 @@ impl SessionState {
     pub fn take_undelivered(&mut self) -> Vec<Delivery> {
         let mut out = Vec::new();
         let inflight = std::mem::take(&mut self.inflight);
+        self.inflight_ids.clear();
+        self.unsent = 0;
         out.extend(
             inflight
                 .into_iter()
@@ -152,13 +240,15 @@ impl SessionState {
                 .map(|i| i.delivery),
         );
         out.extend(self.queue.drain(..));
-        out.extend(self.retained.drain(..));
+        // Retained messages owed are not the session's to hand on: they are still in the store.
+        self.retained.clear();
+        self.retained_page.clear();
         out
     }
 
-    /// Messages held for the client: in flight plus queued plus retained owed.
+    /// Messages held for the client: in flight plus queued plus a retained page read ahead.
     pub fn pending_len(&self) -> usize {
-        self.inflight.len() + self.queue.len() + self.retained.len()
+        self.inflight.len() + self.queue.len() + self.retained_page.len()
     }
 }
 
@@ -178,10 +268,11 @@ mod tests {
         let mut s = SessionState::new(0);
         s.next_packet_id = u16::MAX - 1;
         assert_eq!(s.next_packet_id(), u16::MAX);
-        s.inflight.push_back(Inflight {
+        s.push_inflight(Inflight {
             packet_id: 1,
             delivery: d(0),
             phase: Phase::AwaitAck,
+            sent: true,
         });
         assert_eq!(s.next_packet_id(), 2);
     }

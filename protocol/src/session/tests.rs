@@ -15,6 +15,8 @@ use crate::session::*;
 struct Recorder {
     published: Vec<Arc<Message>>,
     matches: usize,
+    /// Retained messages by topic with the store sequence they were stored at.
+    retained: Vec<(Arc<Message>, u64)>,
 }
 
 impl Dispatcher for Recorder {
@@ -25,6 +27,27 @@ impl Dispatcher for Recorder {
     fn dispatch(&mut self, message: Arc<Message>) -> usize {
         self.published.push(message);
         self.matches
+    }
+
+    fn retained_page(
+        &mut self,
+        filter: &str,
+        after: Option<&str>,
+        watermark: u64,
+        limit: usize,
+    ) -> Vec<Arc<Message>> {
+        let mut matching: Vec<&(Arc<Message>, u64)> = self
+            .retained
+            .iter()
+            .filter(|(m, seq)| *seq <= watermark && crate::topic::matches(filter, &m.topic))
+            .collect();
+        matching.sort_by(|a, b| a.0.topic.cmp(&b.0.topic));
+        matching
+            .into_iter()
+            .filter(|(m, _)| after.is_none_or(|a| &*m.topic > a))
+            .take(limit)
+            .map(|(m, _)| m.clone())
+            .collect()
     }
 }
 
@@ -51,7 +74,13 @@ fn channel_with(c: Connect, limits: Limits) -> Channel {
         SessionState::new(accepted.session_expiry),
     );
     let mut fx = Vec::new();
-    ch.start(&accepted, false, Instant::now(), &mut fx);
+    ch.start(
+        &accepted,
+        false,
+        Instant::now(),
+        &mut Recorder::default(),
+        &mut fx,
+    );
     ch.out.clear();
     ch
 }
@@ -215,7 +244,12 @@ fn outbound_window_queues_then_drains_on_ack() {
     let now = Instant::now();
     let mut fx = Vec::new();
     for _ in 0..3 {
-        ch.deliver(delivery("t", QoS::AtLeastOnce), now, &mut fx);
+        ch.deliver(
+            delivery("t", QoS::AtLeastOnce),
+            now,
+            &mut Recorder::default(),
+            &mut fx,
+        );
     }
     let sent = written(&mut ch);
     assert_eq!(
@@ -250,7 +284,12 @@ fn full_queue_drops_oldest_and_reports_it() {
     let now = Instant::now();
     let mut fx = Vec::new();
     for i in 0..3 {
-        ch.deliver(delivery(&format!("t/{i}"), QoS::AtLeastOnce), now, &mut fx);
+        ch.deliver(
+            delivery(&format!("t/{i}"), QoS::AtLeastOnce),
+            now,
+            &mut Recorder::default(),
+            &mut fx,
+        );
     }
     assert_eq!(fx, vec![Effect::Dropped(DropReason::QueueFull)]);
     let topics: Vec<&str> = ch.session.queue.iter().map(|d| &*d.message.topic).collect();
@@ -266,7 +305,12 @@ fn qos0_offline_not_queued_when_disabled() {
     let mut ch = channel_with(connect(ProtocolVersion::V3_1_1), limits);
     ch.disconnected();
     let mut fx = Vec::new();
-    ch.deliver(delivery("t", QoS::AtMostOnce), Instant::now(), &mut fx);
+    ch.deliver(
+        delivery("t", QoS::AtMostOnce),
+        Instant::now(),
+        &mut Recorder::default(),
+        &mut fx,
+    );
     assert_eq!(fx, vec![Effect::Dropped(DropReason::Qos0NotQueued)]);
 }
 
@@ -285,9 +329,19 @@ fn resumed_session_resends_inflight_with_dup_then_queue() {
     );
     let now = Instant::now();
     let mut fx = Vec::new();
-    ch.start(&accepted, false, now, &mut fx);
-    ch.deliver(delivery("a", QoS::AtLeastOnce), now, &mut fx);
-    ch.deliver(delivery("b", QoS::ExactlyOnce), now, &mut fx);
+    ch.start(&accepted, false, now, &mut Recorder::default(), &mut fx);
+    ch.deliver(
+        delivery("a", QoS::AtLeastOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
+    ch.deliver(
+        delivery("b", QoS::ExactlyOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
     let first = written(&mut ch);
     let ids: Vec<u16> = first
         .iter()
@@ -302,11 +356,16 @@ fn resumed_session_resends_inflight_with_dup_then_queue() {
     handle(&mut ch, Packet::Pubrec(PubAck::new(ids[1])), &mut d).expect("ok");
     assert_eq!(written(&mut ch), vec![Packet::Pubrel(PubAck::new(ids[1]))]);
     ch.disconnected();
-    ch.deliver(delivery("c", QoS::AtLeastOnce), now, &mut fx);
+    ch.deliver(
+        delivery("c", QoS::AtLeastOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
 
     let session = std::mem::take(&mut ch.session);
     let mut ch = Channel::new(c, &accepted, limits, session);
-    ch.start(&accepted, true, now, &mut fx);
+    ch.start(&accepted, true, now, &mut Recorder::default(), &mut fx);
     let again = written(&mut ch);
     assert!(matches!(&again[0], Packet::Connack(c) if c.session_present));
     match &again[1] {
@@ -338,11 +397,12 @@ fn too_large_for_the_client_is_dropped_and_counted() {
     ch.deliver(
         Delivery::new(Arc::new(m), QoS::AtLeastOnce, false),
         Instant::now(),
+        &mut Recorder::default(),
         &mut fx,
     );
     assert_eq!(fx, vec![Effect::Dropped(DropReason::TooLarge)]);
     assert!(ch.out.is_empty());
-    assert!(ch.session.inflight.is_empty(), "as if it had been sent");
+    assert!(ch.session.inflight().is_empty(), "as if it had been sent");
 }
 
 #[test]
@@ -352,9 +412,24 @@ fn outbound_topic_aliases_when_allowed() {
     let mut ch = channel_with(c, Limits::default());
     let now = Instant::now();
     let mut fx = Vec::new();
-    ch.deliver(delivery("long/topic", QoS::AtMostOnce), now, &mut fx);
-    ch.deliver(delivery("long/topic", QoS::AtMostOnce), now, &mut fx);
-    ch.deliver(delivery("other", QoS::AtMostOnce), now, &mut fx);
+    ch.deliver(
+        delivery("long/topic", QoS::AtMostOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
+    ch.deliver(
+        delivery("long/topic", QoS::AtMostOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
+    ch.deliver(
+        delivery("other", QoS::AtMostOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
     let sent = written(&mut ch);
     let shape: Vec<(String, Option<u16>)> = sent
         .iter()
@@ -399,6 +474,7 @@ fn message_expiry_is_decremented_and_expired_messages_dropped() {
     ch.deliver(
         Delivery::new(m.clone(), QoS::AtMostOnce, false),
         t0 + Duration::from_secs(4),
+        &mut Recorder::default(),
         &mut fx,
     );
     match &written(&mut ch)[0] {
@@ -408,6 +484,7 @@ fn message_expiry_is_decremented_and_expired_messages_dropped() {
     ch.deliver(
         Delivery::new(m, QoS::AtMostOnce, false),
         t0 + Duration::from_secs(10),
+        &mut Recorder::default(),
         &mut fx,
     );
     assert_eq!(fx, vec![Effect::Dropped(DropReason::Expired)]);
@@ -631,33 +708,60 @@ fn second_connect_and_server_packets_are_violations() {
     assert_eq!(written(&mut ch), vec![Packet::Pingresp]);
 }
 
+fn retained_store(n: usize, seq: u64) -> Recorder {
+    let mut d = Recorder::default();
+    for i in 0..n {
+        let m = Message::system(
+            ByteString::from(format!("r/{i:04}")),
+            Bytes::from_static(b"m"),
+            true,
+        );
+        let mut m = m;
+        m.qos = QoS::AtLeastOnce;
+        d.retained.push((Arc::new(m), seq));
+    }
+    d
+}
+
+fn sub_qos1() -> Subscription {
+    Subscription {
+        options: SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            ..SubscriptionOptions::default()
+        },
+        id: Some(9),
+    }
+}
+
 #[test]
 fn retained_backlog_is_flow_controlled_not_truncated() {
-    // A wildcard subscription matching many retained messages: all are delivered, window by
-    // window, none dropped even though the queue limit is small.
+    // A wildcard subscription matching many retained messages: all are delivered, in topic
+    // order, window by window, none dropped even though the queue limit is small; the session
+    // holds at most one page of them at a time.
     let limits = Limits {
         max_queued_messages: 10,
         ..Limits::default()
     };
-    let mut c = connect(ProtocolVersion::V3_1_1);
-    c.clean_start = true;
-    let mut ch = channel_with(c, limits);
+    let mut ch = channel_with(connect(ProtocolVersion::V5), limits);
     let now = Instant::now();
     let mut fx = Vec::new();
-    let backlog: Vec<Delivery> = (0..500)
-        .map(|i| delivery(&format!("r/{i}"), QoS::AtLeastOnce))
-        .collect();
-    ch.push_retained(backlog, now, &mut fx);
-    let mut received = 0;
-    let mut d = Recorder::default();
+    let mut d = retained_store(500, 1);
+    ch.push_retained(ByteString::from("r/#"), sub_qos1(), 1, now, &mut d, &mut fx);
+    let mut received = Vec::new();
     loop {
+        assert!(ch.session.retained_page.len() <= 64);
         let sent = written(&mut ch);
         if sent.is_empty() {
             break;
         }
         for p in sent {
             if let Packet::Publish(p) = p {
-                received += 1;
+                assert!(
+                    p.retain,
+                    "[MQTT-3.3.1-9] retained messages for a new subscription carry RETAIN 1"
+                );
+                assert_eq!(p.properties.subscription_identifiers, vec![9]);
+                received.push(p.topic.to_string());
                 handle(
                     &mut ch,
                     Packet::Puback(PubAck::new(p.packet_id.expect("id"))),
@@ -667,8 +771,63 @@ fn retained_backlog_is_flow_controlled_not_truncated() {
             }
         }
     }
-    assert_eq!(received, 500);
+    let want: Vec<String> = (0..500).map(|i| format!("r/{i:04}")).collect();
+    assert_eq!(received, want);
     assert!(fx.is_empty());
+    assert!(ch.session.retained.is_empty());
+}
+
+#[test]
+fn retained_messages_stored_after_the_watermark_are_not_sent_from_the_store() {
+    // They reach the subscription live through the route table; sending them again from the
+    // store would deliver them twice.
+    let mut ch = channel(ProtocolVersion::V5);
+    let mut d = retained_store(3, 1);
+    let later = Message::system(
+        ByteString::from("r/9999"),
+        Bytes::from_static(b"late"),
+        true,
+    );
+    d.retained.push((Arc::new(later), 7));
+    let mut fx = Vec::new();
+    ch.push_retained(
+        ByteString::from("r/#"),
+        sub_qos1(),
+        5,
+        Instant::now(),
+        &mut d,
+        &mut fx,
+    );
+    let topics: Vec<String> = written(&mut ch)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, vec!["r/0000", "r/0001", "r/0002"]);
+}
+
+#[test]
+fn subscribing_again_replaces_what_was_still_owed() {
+    // [MQTT-3.8.4-3]: retained messages are re-sent for a repeated SUBSCRIBE, but a client
+    // repeating it cannot make the session owe the store many times over: one cursor per filter.
+    let mut ch = channel(ProtocolVersion::V5);
+    ch.set_write_budget(0);
+    let mut d = retained_store(1000, 1);
+    let mut fx = Vec::new();
+    for _ in 0..100 {
+        ch.push_retained(
+            ByteString::from("r/#"),
+            sub_qos1(),
+            1,
+            Instant::now(),
+            &mut d,
+            &mut fx,
+        );
+    }
+    assert_eq!(ch.session.retained.len(), 1);
+    assert!(ch.session.retained_page.len() <= 64);
 }
 
 #[test]
@@ -677,8 +836,18 @@ fn write_budget_holds_messages_back() {
     let now = Instant::now();
     let mut fx = Vec::new();
     ch.set_write_budget(1);
-    ch.deliver(delivery("a", QoS::AtMostOnce), now, &mut fx);
-    ch.deliver(delivery("b", QoS::AtMostOnce), now, &mut fx);
+    ch.deliver(
+        delivery("a", QoS::AtMostOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
+    ch.deliver(
+        delivery("b", QoS::AtMostOnce),
+        now,
+        &mut Recorder::default(),
+        &mut fx,
+    );
     assert_eq!(
         written(&mut ch).len(),
         1,
@@ -686,7 +855,7 @@ fn write_budget_holds_messages_back() {
     );
     assert_eq!(ch.session.queue.len(), 1);
     ch.set_write_budget(1 << 20);
-    ch.drain(now, &mut fx);
+    ch.drain(now, &mut Recorder::default(), &mut fx);
     assert_eq!(written(&mut ch).len(), 1);
 }
 
@@ -718,4 +887,51 @@ fn refused_publish_is_not_routed_and_v5_is_told_0x87() {
     .expect("ok");
     assert!(d.published.is_empty());
     assert_eq!(written(&mut ch), vec![Packet::Pubrec(PubAck::new(5))]);
+}
+
+#[test]
+fn resumption_resends_no_more_than_the_new_window() {
+    // [MQTT-4.4.0-1] everything unacknowledged is resent, but [MQTT-3.3.4-9] (5.0) never more
+    // at a time than the new connection's Receive Maximum: the rest follows as acks arrive.
+    let mut c = connect(ProtocolVersion::V5);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(60);
+    let limits = Arc::new(Limits::default());
+    let accepted = connect::accept(&c, &limits, || "x".into()).expect("ok");
+    let mut ch = Channel::new(c.clone(), &accepted, limits.clone(), SessionState::new(60));
+    let now = Instant::now();
+    let mut fx = Vec::new();
+    let mut d = Recorder::default();
+    ch.start(&accepted, false, now, &mut d, &mut fx);
+    for i in 0..6 {
+        ch.deliver(
+            delivery(&format!("t/{i}"), QoS::AtLeastOnce),
+            now,
+            &mut d,
+            &mut fx,
+        );
+    }
+    assert_eq!(written(&mut ch).len(), 7, "CONNACK and six PUBLISH");
+    ch.disconnected();
+
+    c.properties.receive_maximum = Some(2);
+    let accepted = connect::accept(&c, &limits, || "x".into()).expect("ok");
+    let session = std::mem::take(&mut ch.session);
+    let mut ch = Channel::new(c, &accepted, limits, session);
+    ch.start(&accepted, true, now, &mut d, &mut fx);
+    let first: Vec<u16> = written(&mut ch)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => {
+                assert!(p.dup);
+                p.packet_id
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(first.len(), 2);
+    handle(&mut ch, Packet::Puback(PubAck::new(first[0])), &mut d).expect("ok");
+    let next: Vec<Packet> = written(&mut ch);
+    assert_eq!(next.len(), 1, "one ack, one more resend");
+    assert!(matches!(&next[0], Packet::Publish(p) if p.dup && &*p.topic == "t/2"));
 }
