@@ -23,6 +23,12 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--log-level LEVEL`
     pub log_level: Option<String>,
+    /// `--node NAME@HOST` (turns the cluster on)
+    pub node: Option<String>,
+    /// `--cookie SECRET` (turns the cluster on)
+    pub cookie: Option<String>,
+    /// `--seeds NAME@HOST,...` (static discovery; turns the cluster on)
+    pub seeds: Option<Vec<String>>,
 }
 
 /// Why the configuration could not be loaded.
@@ -84,6 +90,21 @@ pub fn load(
     }
     if let Some(level) = &overrides.log_level {
         builder = set(builder, "log.level", level)?;
+    }
+    if let Some(node) = &overrides.node {
+        builder = set(builder, "node.name", node)?;
+    }
+    if let Some(cookie) = &overrides.cookie {
+        builder = set(builder, "cluster.cookie", cookie)?;
+    }
+    if let Some(seeds) = &overrides.seeds {
+        builder = builder
+            .set_override("cluster.seeds", seeds.clone())
+            .and_then(|b| b.set_override("cluster.discovery", "static"))
+            .map_err(|e| LoadError::Parse(e.to_string()))?;
+    }
+    if overrides.node.is_some() || overrides.cookie.is_some() || overrides.seeds.is_some() {
+        builder = set(builder, "cluster.enable", "true")?;
     }
     let layered = builder
         .build()
@@ -189,6 +210,32 @@ mod tests {
         )
         .expect_err("refused");
         assert!(e.to_string().contains("bind"), "{e}");
+    }
+
+    #[test]
+    fn cluster_flags_turn_the_cluster_on() {
+        let loaded = load(
+            &Overrides {
+                node: Some("b2@127.0.0.1".into()),
+                seeds: Some(vec!["b1@127.0.0.1".into(), "b3@127.0.0.1".into()]),
+                ..Overrides::default()
+            },
+            env(&[("BEAMQ__CLUSTER__COOKIE", "s3cret")]),
+        )
+        .expect("loads");
+        assert!(loaded.cluster.enable);
+        assert_eq!(loaded.node.name, "b2@127.0.0.1");
+        assert_eq!(loaded.cluster.cookie, "s3cret");
+        assert_eq!(loaded.cluster.seeds, ["b1@127.0.0.1", "b3@127.0.0.1"]);
+        let e = load(
+            &Overrides {
+                node: Some("no-at-sign".into()),
+                ..Overrides::default()
+            },
+            env(&[]),
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("node.name"), "{e}");
     }
 
     #[test]

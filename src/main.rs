@@ -49,6 +49,15 @@ struct ConfigArgs {
     /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Node name for the cluster, NAME@HOST (cluster port: 4370 + NAME's numeric suffix).
+    #[arg(long, value_name = "NAME@HOST")]
+    node: Option<String>,
+    /// Cluster cookie: nodes link only with nodes that have the same.
+    #[arg(long, value_name = "SECRET")]
+    cookie: Option<String>,
+    /// Cluster members to link with (static discovery), comma-separated node names.
+    #[arg(long, value_name = "NAME@HOST,...", value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
 }
 
 impl ConfigArgs {
@@ -58,6 +67,9 @@ impl ConfigArgs {
             listen: other.listen.or(self.listen),
             data_dir: other.data_dir.or(self.data_dir),
             log_level: other.log_level.or(self.log_level),
+            node: other.node.or(self.node),
+            cookie: other.cookie.or(self.cookie),
+            seeds: other.seeds.or(self.seeds),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! beamq (one_for_all)               a broken core restarts the node's core, as emqx_sup does
+//! ├ cluster_sup (rest_for_one)      node_server, membership, bridge (only with cluster.enable)
 //! ├ router_sup (one_for_one)        router-0 .. router-N (permanent), retainer (permanent)
 //! ├ broker_sup (one_for_one)        registry (permanent), sys (permanent)
 //! ├ session_sup (dynamic)           one temporary client actor per MQTT client
@@ -20,7 +21,11 @@ use std::time::{Duration, Instant};
 
 use beamq_actors::Broker;
 use beamq_actors::client::ClientMsg;
+use beamq_actors::cluster::NODE_SERVER_NAME;
+use beamq_actors::cluster::bridge::Bridge;
+use beamq_actors::cluster::membership::Membership;
 use beamq_actors::config::Config;
+use beamq_actors::config::NodeName;
 use beamq_actors::listener::{Listener, ListenerArgs};
 use beamq_actors::registry::Registry;
 use beamq_actors::retainer::Retainer;
@@ -140,12 +145,88 @@ pub fn tree(broker: &Arc<Broker>) -> SupervisorSpec {
         ));
     }
 
-    SupervisorSpec::new(Strategy::OneForAll)
-        .with_intensity(3, Duration::from_secs(5))
-        .child(ChildSpec::supervisor("router_sup", router_sup))
+    let mut root =
+        SupervisorSpec::new(Strategy::OneForAll).with_intensity(3, Duration::from_secs(5));
+    if config.cluster.enable {
+        root = root.child(ChildSpec::supervisor("cluster_sup", cluster_sup(broker)));
+    }
+    root.child(ChildSpec::supervisor("router_sup", router_sup))
         .child(ChildSpec::supervisor("broker_sup", broker_sup))
         .child(session_sup)
         .child(ChildSpec::supervisor("listener_sup", listener_sup))
+}
+
+/// The cluster's actors: ractor_cluster's node server (the link listener and its sessions),
+/// membership (dialling, handshake timeouts) and the bridge. rest_for_one: membership
+/// subscribes to the node server's events, so a new node server means a new membership; the
+/// bridge restarts alone.
+fn cluster_sup(broker: &Arc<Broker>) -> SupervisorSpec {
+    let config = &broker.config;
+    let cluster = config.cluster.clone();
+    // Validated at load.
+    let me = NodeName::parse(&config.node.name).unwrap_or(NodeName {
+        name: "beamq".into(),
+        host: "127.0.0.1".into(),
+    });
+    let port = cluster.port_for(&me);
+    let bind = if cluster.bind.is_empty() {
+        me.host.clone()
+    } else {
+        cluster.bind.clone()
+    };
+    SupervisorSpec::new(Strategy::RestForOne)
+        .with_intensity(10, Duration::from_secs(10))
+        .child(ChildSpec::worker(
+            "node_server",
+            Restart::Permanent,
+            move |sup| {
+                let (me, cookie, bind) = (me.clone(), cluster.cookie.clone(), bind.clone());
+                async move {
+                    let ip = resolve_bind(&bind).await;
+                    let mut server = beamq_actors::cluster::ractor_cluster::NodeServer::new(
+                        port,
+                        cookie,
+                        me.name.clone(),
+                        me.host.clone(),
+                        None,
+                        // `None` would mean Isolated: joining one member must mesh with all.
+                        Some(beamq_actors::cluster::ractor_cluster::node::NodeConnectionMode::Transitive),
+                    );
+                    if let Some(ip) = ip {
+                        server = server.with_listen_addr(ip);
+                    }
+                    tracing::info!(node = %me, port, %bind, "cluster listener starting");
+                    Actor::spawn_linked(Some(NODE_SERVER_NAME.to_string()), server, (), sup).await
+                }
+            },
+        ))
+        .child(ChildSpec::actor(
+            "membership",
+            Restart::Permanent,
+            Membership,
+            broker.clone(),
+        ))
+        .child(ChildSpec::actor(
+            "bridge",
+            Restart::Permanent,
+            Bridge,
+            broker.clone(),
+        ))
+}
+
+/// The address the cluster listener binds: an address as given, or the first address of a
+/// host name; `None` (all interfaces) when the name does not resolve.
+async fn resolve_bind(host: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
+    match tokio::net::lookup_host((host, 0)).await {
+        Ok(mut addrs) => addrs.next().map(|a| a.ip()),
+        Err(e) => {
+            tracing::warn!(host, error = %e, "cannot resolve the cluster bind host; binding all interfaces");
+            None
+        }
+    }
 }
 
 impl Node {

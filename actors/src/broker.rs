@@ -21,6 +21,8 @@ use parking_lot::{Mutex, RwLock};
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
 
+use crate::cluster::ClusterState;
+use crate::cluster::remote_routes::PeerName;
 use crate::config::Config;
 use crate::link::{ClientHandle, Delivered};
 use crate::metrics::Metrics;
@@ -70,6 +72,8 @@ pub struct Broker {
     pub sessions: SessionTable,
     /// When the node started.
     pub started_at: Instant,
+    /// Peers, their routes and send windows (empty on a node without cluster).
+    pub cluster: ClusterState,
     routers: RwLock<Vec<Option<ActorRef<RouterMsg>>>>,
     registry: RwLock<Option<ActorRef<RegistryMsg>>>,
     session_sup: RwLock<Option<ActorCell>>,
@@ -93,6 +97,7 @@ impl Broker {
             usize::try_from(config.retainer.max_payload_size.0).unwrap_or(usize::MAX),
         );
         Arc::new(Broker {
+            cluster: ClusterState::new(&config.node.name, config.cluster.send_window),
             routes: RouteTable::new(config.mqtt.shared_subscription_strategy),
             retained,
             sessions: SessionTable::default(),
@@ -228,8 +233,45 @@ impl Broker {
 
     /// The publish path: stores a retained message, looks up the subscribers and adds one
     /// delivery per subscriber to `fanout` (sent when the caller flushes it, so a burst of
-    /// publishes becomes one actor message per subscriber).
+    /// publishes becomes one actor message per subscriber), and the message once for each
+    /// other node with a matching route (a retained message goes to every node, which all
+    /// keep it). Returns how many subscriptions and nodes it reached.
     pub fn route(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
+        let mut n = self.route_local(message.clone(), fanout);
+        if self.cluster.has_peers() {
+            if message.retain {
+                fanout.nodes.clear();
+                fanout
+                    .nodes
+                    .extend(self.cluster.peers().into_iter().map(|p| p.name.clone()));
+            } else {
+                self.cluster
+                    .routes
+                    .lookup(&message.topic, &mut fanout.nodes);
+            }
+            n += fanout.nodes.len();
+            for i in 0..fanout.nodes.len() {
+                let node = fanout.nodes[i].clone();
+                fanout.push_remote(node, message.clone());
+            }
+        }
+        if n == 0 {
+            self.metrics.messages_no_subscribers.inc();
+        }
+        n
+    }
+
+    /// Messages forwarded by another node: stored if retained and delivered to this node's
+    /// subscribers, never forwarded again (a publish crosses at most one link).
+    pub fn dispatch_from_peer(&self, messages: Vec<Arc<Message>>) {
+        let mut fanout = Fanout::default();
+        for m in messages {
+            self.route_local(m, &mut fanout);
+        }
+        fanout.flush(self);
+    }
+
+    fn route_local(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
         if message.retain {
             if let Err(e) = self.retained.apply(&message) {
                 self.metrics.retained_refused.inc();
@@ -239,9 +281,6 @@ impl Broker {
         self.routes
             .lookup(&message.topic, &message.publisher, &mut fanout.matches);
         let n = fanout.matches.list.len();
-        if n == 0 {
-            self.metrics.messages_no_subscribers.inc();
-        }
         for i in 0..n {
             let m = &mut fanout.matches.list[i];
             let delivery = Delivery {
@@ -415,8 +454,12 @@ impl Broker {
 pub struct Fanout {
     /// Scratch space for route lookups.
     pub matches: Matches,
+    /// Scratch space for cluster route lookups.
+    nodes: Vec<PeerName>,
     pending: Vec<(ClientHandle, Vec<Delivery>)>,
     index: HashMap<usize, usize, ahash::RandomState>,
+    /// Messages for other nodes, one batch per node, in publish order.
+    remote: Vec<(PeerName, Vec<Arc<Message>>)>,
 }
 
 impl Fanout {
@@ -432,9 +475,17 @@ impl Fanout {
         }
     }
 
+    /// Adds a message for another node.
+    fn push_remote(&mut self, node: PeerName, message: Arc<Message>) {
+        match self.remote.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, batch)) => batch.push(message),
+            None => self.remote.push((node, vec![message])),
+        }
+    }
+
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.remote.is_empty()
     }
 
     /// Sends every batch: one actor message per subscriber.
@@ -446,6 +497,9 @@ impl Fanout {
         self.index.clear();
         for (client, batch) in self.pending.drain(..) {
             broker.deliver_hops(&client, batch, hops);
+        }
+        for (node, batch) in self.remote.drain(..) {
+            broker.cluster.forward(&node, &batch, &broker.metrics);
         }
     }
 }

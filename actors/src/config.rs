@@ -33,6 +33,8 @@ pub struct Config {
     pub sys: SysConfig,
     /// Internal sizing of the actor system.
     pub broker: BrokerConfig,
+    /// Linking nodes into one broker.
+    pub cluster: ClusterConfig,
     /// Test-only switches; never enable in production.
     pub debug: DebugConfig,
 }
@@ -309,6 +311,156 @@ impl Default for BrokerConfig {
     }
 }
 
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Whether this node opens its cluster port and links with others. Also turned on by the
+    /// `--node`, `--cookie` and `--seeds` flags.
+    pub enable: bool,
+    /// Shared secret; nodes with different cookies refuse each other.
+    pub cookie: String,
+    /// Port of the cluster link listener; 0 derives it from the node name as EMQX does:
+    /// 4370 plus the numeric suffix of the name (`b1@host` -> 4371, `beamq@host` -> 4370).
+    pub port: u16,
+    /// Address the cluster listener binds; empty means the host part of the node name.
+    pub bind: String,
+    /// How members are found: `manual` (only `beamq ctl cluster join`), `static` (`seeds`) or
+    /// `dns` (`dns.name`).
+    pub discovery: DiscoveryStrategy,
+    /// Node names to link with (static discovery), e.g. `["b2@127.0.0.1"]`.
+    pub seeds: Vec<String>,
+    /// DNS discovery.
+    pub dns: DnsDiscoveryConfig,
+    /// How often a node tells each peer it is alive.
+    pub heartbeat_interval: DurationStr,
+    /// A peer not heard from for this long is declared down and its link closed.
+    pub failure_timeout: DurationStr,
+    /// A link that has not authenticated within this time is closed.
+    pub handshake_timeout: DurationStr,
+    /// Longest wait between two attempts to reach a known member that is down.
+    pub reconnect_max_backoff: DurationStr,
+    /// Messages forwarded to one peer and not yet acknowledged by it; beyond this, forwards to
+    /// that peer are dropped and counted (`cluster_dropped`), so a slow peer cannot grow this
+    /// node's memory without limit.
+    pub send_window: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            enable: false,
+            cookie: "beamqsecretcookie".into(),
+            port: 0,
+            bind: String::new(),
+            discovery: DiscoveryStrategy::Static,
+            seeds: Vec::new(),
+            dns: DnsDiscoveryConfig::default(),
+            heartbeat_interval: DurationStr(Some(Duration::from_secs(1))),
+            failure_timeout: DurationStr(Some(Duration::from_secs(5))),
+            handshake_timeout: DurationStr(Some(Duration::from_secs(5))),
+            reconnect_max_backoff: DurationStr(Some(Duration::from_secs(5))),
+            send_window: 100_000,
+        }
+    }
+}
+
+/// How cluster members are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryStrategy {
+    /// Only by explicit joins.
+    Manual,
+    /// From `cluster.seeds`.
+    Static,
+    /// From the A/AAAA records of `cluster.dns.name`.
+    Dns,
+}
+
+/// `[cluster.dns]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsDiscoveryConfig {
+    /// Name whose A/AAAA records are the members' hosts (a Kubernetes headless service).
+    pub name: String,
+    /// Node name part of every member: a record `10.0.0.7` means `{app}@10.0.0.7`.
+    pub app: String,
+    /// How often the name is resolved again.
+    pub interval: DurationStr,
+}
+
+impl Default for DnsDiscoveryConfig {
+    fn default() -> Self {
+        DnsDiscoveryConfig {
+            name: String::new(),
+            app: "beamq".into(),
+            interval: DurationStr(Some(Duration::from_secs(10))),
+        }
+    }
+}
+
+/// A node name, `name@host`, split and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeName {
+    /// The part before `@`.
+    pub name: String,
+    /// The part after `@`: a host name or an address.
+    pub host: String,
+}
+
+impl NodeName {
+    /// Parses `name@host`: both parts non-empty, the name of letters, digits, `_`, `-` and `.`.
+    pub fn parse(s: &str) -> Result<NodeName, String> {
+        let (name, host) = s
+            .split_once('@')
+            .ok_or_else(|| format!("expected NAME@HOST, got \"{s}\""))?;
+        let name_ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !name_ok || host.is_empty() || host.contains('@') || host.contains(char::is_whitespace) {
+            return Err(format!(
+                "expected NAME@HOST (NAME of letters, digits, _ - .), got \"{s}\""
+            ));
+        }
+        Ok(NodeName {
+            name: name.to_string(),
+            host: host.to_string(),
+        })
+    }
+
+    /// The cluster port that follows from the name: 4370 plus its numeric suffix, as EMQX
+    /// derives its distribution port (`emqx1` -> 4371, `emqx` -> 4370).
+    pub fn derived_port(&self) -> u16 {
+        let digits = self.name.len()
+            - self
+                .name
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .count();
+        let suffix: u32 = self.name[digits..].parse().unwrap_or(0);
+        u16::try_from(4370 + suffix.min(60_000)).unwrap_or(u16::MAX)
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.host)
+    }
+}
+
+impl ClusterConfig {
+    /// The port this node's cluster listener uses, given its name.
+    pub fn port_for(&self, node: &NodeName) -> u16 {
+        if self.port == 0 {
+            node.derived_port()
+        } else {
+            self.port
+        }
+    }
+}
+
 /// `[debug]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -383,8 +535,39 @@ impl Config {
             // The tables walk topics level by level; a bound keeps that walk's depth sane.
             return Err(bad("mqtt.max_topic_levels", "expected 1 ..= 1024"));
         }
-        if !self.node.name.contains('@') {
-            return Err(bad("node.name", "expected NAME@HOST, e.g. beamq@127.0.0.1"));
+        NodeName::parse(&self.node.name).map_err(|e| bad("node.name", e))?;
+        let c = &self.cluster;
+        if c.cookie.is_empty() {
+            return Err(bad("cluster.cookie", "expected a non-empty secret"));
+        }
+        for (i, seed) in c.seeds.iter().enumerate() {
+            NodeName::parse(seed).map_err(|e| bad(&format!("cluster.seeds[{i}]"), e))?;
+        }
+        if c.discovery == DiscoveryStrategy::Dns && c.dns.name.is_empty() {
+            return Err(bad(
+                "cluster.dns.name",
+                "expected a DNS name when cluster.discovery = \"dns\"",
+            ));
+        }
+        for (key, d) in [
+            ("cluster.heartbeat_interval", c.heartbeat_interval),
+            ("cluster.failure_timeout", c.failure_timeout),
+            ("cluster.handshake_timeout", c.handshake_timeout),
+            ("cluster.reconnect_max_backoff", c.reconnect_max_backoff),
+            ("cluster.dns.interval", c.dns.interval),
+        ] {
+            if d.0.is_none_or(|d| d.is_zero()) {
+                return Err(bad(key, "expected a non-zero duration such as \"5s\""));
+            }
+        }
+        if c.failure_timeout.0 <= c.heartbeat_interval.0 {
+            return Err(bad(
+                "cluster.failure_timeout",
+                "expected a duration longer than cluster.heartbeat_interval",
+            ));
+        }
+        if c.send_window == 0 {
+            return Err(bad("cluster.send_window", "expected at least 1"));
         }
         if self.broker.routers == 0 || self.broker.routers > 256 {
             return Err(bad("broker.routers", "expected 1 ..= 256"));
@@ -643,6 +826,27 @@ mod tests {
         assert_eq!(l.max_keepalive, 0);
         assert_eq!(l.max_session_expiry, u32::MAX);
         assert_eq!(l.v3_session_expiry, 7200);
+    }
+
+    #[test]
+    fn node_names_and_derived_ports() {
+        let n = NodeName::parse("b1@127.0.0.1").expect("valid");
+        assert_eq!(n.derived_port(), 4371);
+        assert_eq!(
+            NodeName::parse("beamq@host").map(|n| n.derived_port()),
+            Ok(4370)
+        );
+        assert_eq!(
+            NodeName::parse("emqx12@h").map(|n| n.derived_port()),
+            Ok(4382)
+        );
+        assert_eq!(n.to_string(), "b1@127.0.0.1");
+        for bad in ["b1", "@host", "b1@", "b 1@h", "a@b@c"] {
+            assert!(NodeName::parse(bad).is_err(), "{bad}");
+        }
+        let mut c = Config::default();
+        c.cluster.seeds = vec!["b2@127.0.0.1".into(), "nonsense".into()];
+        assert_eq!(c.validate().expect_err("bad seed").key, "cluster.seeds[1]");
     }
 
     #[test]

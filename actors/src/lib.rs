@@ -7,7 +7,9 @@
 //! - [`registry`]: client id -> client actor, serializing takeovers; permanent;
 //! - [`retainer`]: upkeep of the retained-message store; permanent;
 //! - [`listener`]: accepts sockets for one endpoint; permanent;
-//! - [`sys`]: publishes `$SYS` topics; permanent.
+//! - [`sys`]: publishes `$SYS` topics; permanent;
+//! - [`cluster`]: membership and the bridge to other nodes (and the `NodeServer` of
+//!   ractor_cluster); permanent.
 //!
 //! Not actors: [`connection`] (the socket task of a client), [`route_table`] and [`retained`]
 //! (shared, read-mostly tables: the ETS analogue), [`broker`] (the context every actor shares),
@@ -15,6 +17,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod link;

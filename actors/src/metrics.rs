@@ -138,6 +138,18 @@ pub struct Metrics {
     pub bytes_sent: Counter,
     /// Retained messages refused for space or size.
     pub retained_refused: Counter,
+    /// Messages forwarded to other nodes (one per message per node).
+    pub cluster_forwarded: Counter,
+    /// Messages received from other nodes for local dispatch.
+    pub cluster_received: Counter,
+    /// Messages not forwarded: the peer's send window was full or the peer was gone.
+    pub cluster_dropped: Counter,
+    /// Messages from a peer that could not be used (bad QoS, undecodable).
+    pub cluster_bad_messages: Counter,
+    /// Peers declared down because they stopped answering heartbeats.
+    pub cluster_peers_timed_out: Counter,
+    /// Cluster links closed because they did not authenticate in time, or failed to.
+    pub cluster_links_refused: Counter,
 }
 
 impl Metrics {

@@ -251,6 +251,47 @@ impl RouteTable {
         removed
     }
 
+    /// True when `filter` (no share prefix) has at least one direct (non-shared) subscriber.
+    pub fn has_direct(&self, filter: &str) -> bool {
+        let has = |subs: &FilterSubs| !subs.direct.is_empty();
+        if !topic::has_wildcards(filter) {
+            return self.shard(filter).read().get(filter).is_some_and(has);
+        }
+        let root = self.wildcard.read();
+        let mut node = &*root;
+        for level in filter.split('/') {
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        node.subs.as_ref().is_some_and(has)
+    }
+
+    /// Every filter with a direct subscriber: what this node announces to its cluster peers.
+    pub fn direct_filters(&self) -> Vec<ByteString> {
+        let mut out = Vec::new();
+        for shard in &self.exact {
+            out.extend(
+                shard
+                    .read()
+                    .values()
+                    .filter(|s| !s.direct.is_empty())
+                    .map(|s| s.filter.clone()),
+            );
+        }
+        fn collect(node: &Node, out: &mut Vec<ByteString>) {
+            if let Some(s) = node.subs.as_ref().filter(|s| !s.direct.is_empty()) {
+                out.push(s.filter.clone());
+            }
+            for child in node.children.values() {
+                collect(child, out);
+            }
+        }
+        collect(&self.wildcard.read(), &mut out);
+        out
+    }
+
     /// Runs `f` on the subscriber set of `filter` under the write lock, creating it if asked,
     /// and removes it (and empty trie nodes) when `f` leaves it empty.
     fn with_subs_mut(

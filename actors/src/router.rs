@@ -8,13 +8,15 @@
 //! comes back re-registers itself in its slot and carries on.
 //!
 //! Filters are spread over the routers by a fixed hash, so that all changes to one filter are
-//! serialized through one mailbox (the place where a cluster announces a filter's first and last
-//! subscriber), while publishes never pass through a router: they read the table directly.
+//! serialized through one mailbox. That makes the router the place that knows when a filter
+//! gains its first direct subscriber or loses its last one, which it tells the cluster bridge
+//! (the node's route announcement, DESIGN §5). Publishes never pass through a router: they
+//! read the table directly.
 
 use std::sync::Arc;
 
-use beamq_protocol::ByteString;
 use beamq_protocol::session::Subscription;
+use beamq_protocol::{ByteString, topic};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::broker::Broker;
@@ -100,6 +102,9 @@ impl Actor for Router {
                 reply,
             } => {
                 for (filter, subscription) in subs {
+                    // All changes to one filter pass through this router, so the check and
+                    // the insert cannot be split by another change to the same filter.
+                    let first = is_direct(&filter) && !routes.has_direct(&filter);
                     routes.insert(
                         &filter,
                         RouteEntry {
@@ -107,6 +112,9 @@ impl Actor for Router {
                             subscription,
                         },
                     );
+                    if first && routes.has_direct(&filter) {
+                        state.broker.cluster.announce(&filter, true);
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -116,7 +124,10 @@ impl Actor for Router {
                 reply,
             } => {
                 for filter in &filters {
-                    routes.remove(filter, &client);
+                    let removed = routes.remove(filter, &client);
+                    if removed && is_direct(filter) && !routes.has_direct(filter) {
+                        state.broker.cluster.announce(filter, false);
+                    }
                 }
                 let _ = reply.send(());
             }
@@ -127,4 +138,9 @@ impl Actor for Router {
         }
         Ok(())
     }
+}
+
+/// A subscription that is not shared: its filter is what the cluster routes by.
+fn is_direct(filter: &str) -> bool {
+    topic::split_shared(filter).is_ok_and(|s| s.group.is_none())
 }

@@ -1,0 +1,475 @@
+//! Bridge actor: this node's voice in the cluster, and the only remotable actor of a node.
+//!
+//! Supervised by: `cluster_sup` (rest_for_one, after the node server and membership), restart
+//! type permanent.
+//! Receives: [`Wire`] messages from the bridges of other nodes (hello with a full route sync,
+//! route changes, forwarded publishes, retained sync, acks, pings); `FilterAdded` /
+//! `FilterRemoved` from routers; its own heartbeat `Tick`; `Peers` from inspection; process
+//! group changes of [`BRIDGE_GROUP`] from ractor (a peer's bridge appears or goes).
+//! Owns: the liveness record of each peer and the acks it owes. The peers' send handles and
+//! routes live in [`ClusterState`] (the broker context); a restarted bridge clears them and
+//! greets every peer again, and each answers with a full sync.
+//!
+//! Only filters with direct subscribers are announced (routers decide): shared subscription
+//! groups are still node-local, since announcing `$share/g/f` would make every node with a
+//! member deliver its own copy.
+//!
+//! A peer is linked once its Hello has arrived. It is unlinked when its bridge leaves the
+//! group (the link closed) or when it has been silent for `cluster.failure_timeout`; then its
+//! routes are purged and, in the second case, its link is closed so that both sides start
+//! over cleanly (membership dials it again).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use beamq_protocol::ByteString;
+use ractor::pg::{self, GroupChangeMessage};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent, rpc::CallResult,
+};
+use ractor_cluster::NodeServerMessage;
+use tokio::task::JoinHandle;
+
+use super::remote_routes::PeerName;
+use super::wire::{BRIDGE_GROUP, BridgeMsg, Local, PeerStatus, Wire, WireMessage};
+use super::{ClusterState, Peer};
+use crate::broker::Broker;
+
+/// Acks are sent once this many forwarded messages have been dispatched (and at every tick),
+/// so credit flows back without one ack per batch.
+const ACK_EVERY: u64 = 1024;
+/// Retained messages per sync message.
+const RETAINED_PAGE: usize = 256;
+
+/// State of the bridge.
+#[derive(Debug)]
+pub struct BridgeState {
+    broker: Arc<Broker>,
+    incarnation: u64,
+    /// Remote bridge actor -> its node, for the peers linked through it.
+    by_actor: HashMap<ActorId, PeerName>,
+    last_heard: HashMap<PeerName, Instant>,
+    /// Forwarded messages dispatched and not acknowledged yet, per peer.
+    owed_acks: HashMap<PeerName, u64>,
+    failure_timeout: Duration,
+    timer: Option<JoinHandle<()>>,
+}
+
+impl Drop for BridgeState {
+    fn drop(&mut self) {
+        if let Some(t) = &self.timer {
+            t.abort();
+        }
+        // Runs after a panic too (ractor skips post_stop then): announcements go nowhere
+        // until a new bridge registers.
+        self.broker.cluster.set_bridge(None);
+    }
+}
+
+/// The bridge actor.
+#[derive(Debug, Clone, Copy)]
+pub struct Bridge;
+
+impl Actor for Bridge {
+    type Msg = BridgeMsg;
+    type State = BridgeState;
+    type Arguments = Arc<Broker>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BridgeMsg>,
+        broker: Arc<Broker>,
+    ) -> Result<BridgeState, ActorProcessingErr> {
+        let cfg = &broker.config.cluster;
+        let heartbeat = cfg
+            .heartbeat_interval
+            .get()
+            .unwrap_or(Duration::from_secs(1));
+        let failure_timeout = cfg.failure_timeout.get().unwrap_or(Duration::from_secs(5));
+        // Start from nothing: whatever a previous bridge knew may be stale, and every peer
+        // answers the Hello below with a full sync.
+        for peer in broker.cluster.peers() {
+            broker.cluster.remove_peer(&peer.name);
+            broker.cluster.routes.purge(&peer.name);
+        }
+        broker.cluster.set_bridge(Some(myself.clone()));
+        pg::join(BRIDGE_GROUP.to_string(), vec![myself.get_cell()]);
+        pg::monitor(BRIDGE_GROUP.to_string(), myself.get_cell());
+        let timer = myself.send_interval(heartbeat, || BridgeMsg::Local(Local::Tick));
+        let state = BridgeState {
+            incarnation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+            broker,
+            by_actor: HashMap::new(),
+            last_heard: HashMap::new(),
+            owed_acks: HashMap::new(),
+            failure_timeout,
+            timer: Some(timer),
+        };
+        for cell in remote_bridges() {
+            state.hello(&cell, true);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<BridgeMsg>,
+        msg: BridgeMsg,
+        state: &mut BridgeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            BridgeMsg::Remote(wire) => state.remote(wire).await,
+            BridgeMsg::Local(Local::FilterAdded(f)) => state.announce(vec![f], Vec::new()),
+            BridgeMsg::Local(Local::FilterRemoved(f)) => state.announce(Vec::new(), vec![f]),
+            BridgeMsg::Local(Local::Tick) => state.tick().await,
+            BridgeMsg::Local(Local::Peers(reply)) => {
+                let _ = reply.send(state.status());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<BridgeMsg>,
+        event: SupervisionEvent,
+        state: &mut BridgeState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The bridge supervises nothing; the only events it gets are group changes.
+        if let SupervisionEvent::ProcessGroupChanged(change) = event {
+            match change {
+                GroupChangeMessage::Join(_, group, cells) if group == BRIDGE_GROUP => {
+                    for cell in cells.iter().filter(|c| !c.get_id().is_local()) {
+                        state.hello(cell, true);
+                    }
+                }
+                GroupChangeMessage::Leave(_, group, cells) if group == BRIDGE_GROUP => {
+                    for cell in cells {
+                        if let Some(name) = state.by_actor.remove(&cell.get_id()) {
+                            state.unlink(&name, cell.get_id(), "link closed");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BridgeState {
+    fn node(&self) -> String {
+        self.broker.cluster.node.to_string()
+    }
+
+    fn cluster(&self) -> &ClusterState {
+        &self.broker.cluster
+    }
+
+    /// Greets a peer's bridge with this node's full route set.
+    fn hello(&self, cell: &ActorCell, reply: bool) {
+        let filters = self
+            .broker
+            .routes
+            .direct_filters()
+            .into_iter()
+            .map(|f| f.to_string())
+            .collect();
+        let to: ActorRef<BridgeMsg> = cell.clone().into();
+        let _ = to.cast(BridgeMsg::Remote(Wire::Hello {
+            from: self.node(),
+            incarnation: self.incarnation,
+            filters,
+            reply,
+        }));
+    }
+
+    async fn remote(&mut self, wire: Wire) {
+        let now = Instant::now();
+        match wire {
+            Wire::Hello {
+                from,
+                incarnation,
+                filters,
+                reply,
+            } => {
+                let Some(cell) = resolve_bridge(&from).await else {
+                    // Its link is not fully up yet as seen from here; the next tick greets
+                    // every bridge not linked, and it answers again.
+                    tracing::debug!(peer = %from, "hello from a bridge not resolvable yet");
+                    return;
+                };
+                let name: PeerName = Arc::from(from.as_str());
+                let previous = self.cluster().peer(&name);
+                if previous
+                    .as_ref()
+                    .is_none_or(|p| p.bridge.get_id() != cell.get_id())
+                {
+                    tracing::info!(peer = %name, incarnation, "cluster peer linked");
+                    self.cluster().set_peer(Arc::new(Peer {
+                        name: name.clone(),
+                        bridge: cell.clone().into(),
+                        in_flight: 0.into(),
+                    }));
+                }
+                self.by_actor.insert(cell.get_id(), name.clone());
+                self.last_heard.insert(name.clone(), now);
+                self.cluster().routes.replace(&name, filters);
+                if reply {
+                    self.hello(&cell, false);
+                    self.sync_retained(&cell);
+                }
+            }
+            Wire::Routes { from, add, del } => {
+                let Some(name) = self.heard(&from, now) else {
+                    return;
+                };
+                for f in add {
+                    self.cluster().routes.add(&name, ByteString::from(f));
+                }
+                for f in del {
+                    self.cluster().routes.remove(&name, &f);
+                }
+            }
+            Wire::Forward { from, messages } => {
+                let Some(name) = self.heard(&from, now) else {
+                    // Not linked (yet, or any more): credit would go nowhere; dispatch anyway,
+                    // the message was published and routed to us.
+                    self.dispatch(messages, now);
+                    return;
+                };
+                let n = messages.len() as u64;
+                self.dispatch(messages, now);
+                let owed = self.owed_acks.entry(name.clone()).or_default();
+                *owed += n;
+                if *owed >= ACK_EVERY {
+                    let count = std::mem::take(owed);
+                    self.ack(&name, count);
+                }
+            }
+            Wire::Retained { from, messages } => {
+                self.heard(&from, now);
+                for w in messages {
+                    match w.into_message(now) {
+                        Some(m) => {
+                            if self.broker.retained.apply(&m).is_err() {
+                                self.broker.metrics.retained_refused.inc();
+                            }
+                        }
+                        None => self.broker.metrics.cluster_bad_messages.inc(),
+                    }
+                }
+            }
+            Wire::Ack { from, count } => {
+                if let Some(peer) = self.cluster().peer(&from) {
+                    // Never below zero, whatever a confused peer says.
+                    let _ =
+                        peer.in_flight
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                                Some(v.saturating_sub(count))
+                            });
+                }
+                self.heard(&from, now);
+            }
+            Wire::Ping { from } => {
+                self.heard(&from, now);
+            }
+        }
+    }
+
+    /// Records that `from` spoke; its name if it is a linked peer.
+    fn heard(&mut self, from: &str, now: Instant) -> Option<PeerName> {
+        let peer = self.cluster().peer(from)?;
+        self.last_heard.insert(peer.name.clone(), now);
+        Some(peer.name.clone())
+    }
+
+    fn dispatch(&self, messages: Vec<WireMessage>, now: Instant) {
+        let mut batch = Vec::with_capacity(messages.len());
+        for w in messages {
+            match w.into_message(now) {
+                Some(m) => batch.push(m),
+                None => self.broker.metrics.cluster_bad_messages.inc(),
+            }
+        }
+        self.broker.metrics.cluster_received.add(batch.len() as u64);
+        self.broker.dispatch_from_peer(batch);
+    }
+
+    fn ack(&self, name: &str, count: u64) {
+        if let Some(peer) = self.cluster().peer(name) {
+            let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::Ack {
+                from: self.node(),
+                count,
+            }));
+        }
+    }
+
+    /// Sends this node's retained messages to a new peer, a page per message.
+    fn sync_retained(&self, cell: &ActorCell) {
+        let to: ActorRef<BridgeMsg> = cell.clone().into();
+        let now = Instant::now();
+        let mut after: Option<String> = None;
+        loop {
+            let page =
+                self.broker
+                    .retained
+                    .page("#", after.as_deref(), u64::MAX, RETAINED_PAGE, now);
+            let Some(last) = page.last() else { break };
+            after = Some(last.topic.to_string());
+            let full = page.len() == RETAINED_PAGE;
+            let messages = page
+                .iter()
+                .map(|m| WireMessage::from_message(m, now))
+                .collect();
+            if to
+                .cast(BridgeMsg::Remote(Wire::Retained {
+                    from: self.node(),
+                    messages,
+                }))
+                .is_err()
+                || !full
+            {
+                break;
+            }
+        }
+    }
+
+    fn announce(&self, add: Vec<ByteString>, del: Vec<ByteString>) {
+        let add: Vec<String> = add.iter().map(|f| f.to_string()).collect();
+        let del: Vec<String> = del.iter().map(|f| f.to_string()).collect();
+        if add.is_empty() && del.is_empty() {
+            return;
+        }
+        for peer in self.cluster().peers() {
+            let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::Routes {
+                from: self.node(),
+                add: add.clone(),
+                del: del.clone(),
+            }));
+        }
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        for peer in self.cluster().peers() {
+            let owed = self.owed_acks.remove(&peer.name).unwrap_or(0);
+            if owed > 0 {
+                self.ack(&peer.name, owed);
+            }
+            let _ = peer
+                .bridge
+                .cast(BridgeMsg::Remote(Wire::Ping { from: self.node() }));
+            let silent = self
+                .last_heard
+                .get(&peer.name)
+                .is_none_or(|t| now.duration_since(*t) > self.failure_timeout);
+            if silent {
+                self.broker.metrics.cluster_peers_timed_out.inc();
+                tracing::warn!(
+                    peer = %peer.name,
+                    timeout_ms = self.failure_timeout.as_millis() as u64,
+                    "cluster peer silent, declared down"
+                );
+                self.unlink(&peer.name, peer.bridge.get_id(), "heartbeat timeout");
+                close_link(&peer.name).await;
+            }
+        }
+        // Bridges whose Hello never arrived or could not be resolved: greet them again.
+        let linked: Vec<ActorId> = self
+            .cluster()
+            .peers()
+            .iter()
+            .map(|p| p.bridge.get_id())
+            .collect();
+        for cell in remote_bridges() {
+            if !linked.contains(&cell.get_id()) {
+                self.hello(&cell, true);
+            }
+        }
+    }
+
+    /// Forgets a peer reached through bridge `via` (a newer link's peer entry stays).
+    fn unlink(&mut self, name: &str, via: ActorId, why: &str) {
+        let current = self.cluster().peer(name);
+        if current.as_ref().is_some_and(|p| p.bridge.get_id() != via) {
+            return;
+        }
+        self.cluster().remove_peer(name);
+        let routes = self.cluster().routes.purge(name);
+        self.last_heard.remove(name);
+        self.owed_acks.remove(name);
+        self.by_actor.retain(|_, n| &**n != name);
+        tracing::warn!(peer = %name, routes, reason = why, "cluster peer unlinked");
+    }
+
+    fn status(&self) -> Vec<PeerStatus> {
+        let now = Instant::now();
+        self.cluster()
+            .peers()
+            .iter()
+            .map(|p| PeerStatus {
+                name: p.name.to_string(),
+                last_heard_ms: self
+                    .last_heard
+                    .get(&p.name)
+                    .map_or(u64::MAX, |t| now.duration_since(*t).as_millis() as u64),
+                in_flight: p.in_flight.load(Ordering::Relaxed),
+                routes: self.cluster().routes.filters_of(&p.name).len(),
+            })
+            .collect()
+    }
+}
+
+fn remote_bridges() -> Vec<ActorCell> {
+    pg::get_members(&BRIDGE_GROUP.to_string())
+        .into_iter()
+        .filter(|c| !c.get_id().is_local())
+        .collect()
+}
+
+/// The link sessions of the node server: (node name, ractor node id, session actor).
+async fn sessions() -> Vec<(String, u64, ActorCell)> {
+    let Some(server) = super::membership::node_server() else {
+        return Vec::new();
+    };
+    match server
+        .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+        .await
+    {
+        Ok(CallResult::Success(map)) => map
+            .into_values()
+            .filter_map(|s| {
+                let name = s.peer_name.map(|p| p.name)?;
+                Some((name, s.node_id, s.actor.get_cell()))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The bridge of node `name`: the remote member of the group reached through its link.
+async fn resolve_bridge(name: &str) -> Option<ActorCell> {
+    let node_ids: Vec<u64> = sessions()
+        .await
+        .into_iter()
+        .filter(|(n, _, _)| n == name)
+        .map(|(_, id, _)| id)
+        .collect();
+    remote_bridges()
+        .into_iter()
+        .find(|c| node_ids.contains(&c.get_id().node()))
+}
+
+/// Closes every link to node `name`; membership dials it again.
+pub(crate) async fn close_link(name: &str) {
+    for (n, _, session) in sessions().await {
+        if n == name {
+            session.stop(Some("beamq: peer declared down".to_string()));
+        }
+    }
+}

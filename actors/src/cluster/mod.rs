@@ -1,0 +1,157 @@
+//! The cluster: nodes linked by ractor_cluster into one broker (DESIGN §5).
+//!
+//! ractor_cluster provides authenticated links (the cookie handshake), transitive meshing and
+//! process groups that span nodes. It is young (no reconnect, no back-pressure, no failure
+//! detection, no handshake timeout), so everything beamq needs from it goes through this
+//! module, which adds those:
+//! - [`membership`]: the actor that owns the `NodeServer`, finds members (seeds, DNS), dials
+//!   them again with backoff after a link drops, and closes links that do not authenticate in
+//!   time;
+//! - [`bridge`]: the one remotable actor of a node, in the process group [`wire::BRIDGE_GROUP`]
+//!   on every node: it exchanges routes, receives forwarded messages and dispatches them
+//!   locally, sends heartbeats and declares silent peers down;
+//! - [`remote_routes`]: filter -> nodes, what the peers announced;
+//! - [`ClusterState`]: what the publish path needs (the peers' bridges and send windows), in
+//!   the broker context so that it survives the restart of any cluster actor.
+//!
+//! Delivery to another node is one actor send per node per batch of publishes: the
+//! publishing client's actor casts a `Forward` to the peer's bridge (a `RemoteActor` here),
+//! and ractor_cluster carries it.
+
+pub mod bridge;
+pub mod membership;
+pub mod remote_routes;
+pub mod wire;
+
+/// The link layer, for the node wiring that starts its `NodeServer`.
+pub use ractor_cluster;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use beamq_protocol::ByteString;
+use beamq_protocol::session::Message;
+use parking_lot::RwLock;
+use ractor::ActorRef;
+
+use crate::metrics::Metrics;
+use remote_routes::{PeerName, RemoteRoutes};
+use wire::{BridgeMsg, Local, Wire, WireMessage};
+
+/// Registered name of the `NodeServer` actor, so that the cluster actors find it again after a
+/// restart.
+pub const NODE_SERVER_NAME: &str = "beamq.node_server";
+
+/// A linked peer, as the publish path sees it.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its node name.
+    pub name: PeerName,
+    /// Its bridge (a remote actor).
+    pub bridge: ActorRef<BridgeMsg>,
+    /// Messages forwarded and not acknowledged yet: the send window.
+    pub in_flight: AtomicU64,
+}
+
+/// The cluster side of the broker context.
+#[derive(Debug)]
+pub struct ClusterState {
+    /// This node's name.
+    pub node: PeerName,
+    /// What the peers route.
+    pub routes: RemoteRoutes,
+    /// Linked peers by name.
+    peers: RwLock<HashMap<PeerName, Arc<Peer>>>,
+    /// This node's bridge, for route announcements.
+    bridge: RwLock<Option<ActorRef<BridgeMsg>>>,
+    window: u64,
+}
+
+impl ClusterState {
+    /// The state of node `node` with a send window of `window` messages per peer.
+    pub fn new(node: &str, window: usize) -> ClusterState {
+        ClusterState {
+            node: Arc::from(node),
+            routes: RemoteRoutes::default(),
+            peers: RwLock::new(HashMap::new()),
+            bridge: RwLock::new(None),
+            window: window as u64,
+        }
+    }
+
+    /// True when at least one peer is linked.
+    pub fn has_peers(&self) -> bool {
+        !self.peers.read().is_empty()
+    }
+
+    /// The linked peers.
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        let mut v: Vec<Arc<Peer>> = self.peers.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// One peer.
+    pub fn peer(&self, name: &str) -> Option<Arc<Peer>> {
+        self.peers.read().get(name).cloned()
+    }
+
+    pub(crate) fn set_peer(&self, peer: Arc<Peer>) {
+        self.peers.write().insert(peer.name.clone(), peer);
+    }
+
+    pub(crate) fn remove_peer(&self, name: &str) -> Option<Arc<Peer>> {
+        self.peers.write().remove(name)
+    }
+
+    pub(crate) fn set_bridge(&self, bridge: Option<ActorRef<BridgeMsg>>) {
+        *self.bridge.write() = bridge;
+    }
+
+    /// Tells the bridge that a filter gained its first (`added`) or lost its last local
+    /// subscriber. Without a running bridge (no cluster, or it is restarting) nothing is
+    /// sent: a bridge that starts reads the whole local route table anyway.
+    pub fn announce(&self, filter: &ByteString, added: bool) {
+        if let Some(bridge) = &*self.bridge.read() {
+            let event = if added {
+                Local::FilterAdded(filter.clone())
+            } else {
+                Local::FilterRemoved(filter.clone())
+            };
+            let _ = bridge.cast(BridgeMsg::Local(event));
+        }
+    }
+
+    /// Sends `messages` to `node` in one actor message, within its send window. Messages
+    /// beyond the window, or for a peer that is gone, are dropped and counted.
+    pub fn forward(&self, node: &str, messages: &[Arc<Message>], metrics: &Metrics) {
+        let n = messages.len() as u64;
+        let Some(peer) = self.peer(node) else {
+            metrics.cluster_dropped.add(n);
+            return;
+        };
+        let before = peer.in_flight.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.window {
+            peer.in_flight.fetch_sub(n, Ordering::Relaxed);
+            metrics.cluster_dropped.add(n);
+            tracing::debug!(peer = %peer.name, n, "cluster send window full, messages dropped");
+            return;
+        }
+        let now = Instant::now();
+        let wire = Wire::Forward {
+            from: self.node.to_string(),
+            messages: messages
+                .iter()
+                .map(|m| WireMessage::from_message(m, now))
+                .collect(),
+        };
+        if peer.bridge.cast(BridgeMsg::Remote(wire)).is_err() {
+            peer.in_flight.fetch_sub(n, Ordering::Relaxed);
+            metrics.cluster_dropped.add(n);
+        } else {
+            metrics.cluster_forwarded.add(n);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Clusters of real `beamq` processes on loopback: cross-node publish/subscribe at every QoS,
+//! wildcards, retained messages seen on every node (also by a node that joins later), a node
+//! killed with SIGKILL and restarted, a node stopped with SIGSTOP declared down and healed
+//! after SIGCONT, and a node with the wrong cookie refused.
+//!
+//! Each test puts its nodes on hosts of its own (127.0.N.x), so the cluster ports that follow
+//! from the node names (4370 + suffix) never collide between tests running at once. Routes
+//! spread asynchronously (as in EMQX), so a test first waits until a probe published on one
+//! node reaches a subscriber on another, polling with a deadline, never a fixed sleep.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::process::*;
+use common::*;
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
+use v5::{Packet, PublishProperties, QoS};
+
+/// Fast failure detection for the tests (defaults: 1 s heartbeat, 5 s timeout).
+const FAST: &[(&str, &str)] = &[
+    ("BEAMQ__CLUSTER__HEARTBEAT_INTERVAL", "200ms"),
+    ("BEAMQ__CLUSTER__FAILURE_TIMEOUT", "2s"),
+    ("BEAMQ__CLUSTER__RECONNECT_MAX_BACKOFF", "1s"),
+    ("BEAMQ__SYS__INTERVAL", "0s"),
+];
+
+/// Starts node `name@host` seeded with `seeds`, waits for its MQTT port.
+async fn node(name: &str, host: &str, seeds: &[String], cookie: &str) -> Running {
+    let node_name = format!("{name}@{host}");
+    let mut args = vec!["--node", node_name.as_str(), "--cookie", cookie];
+    let seeds = seeds.join(",");
+    if !seeds.is_empty() {
+        args.extend(["--seeds", seeds.as_str()]);
+    }
+    let mut r = Running::spawn_with(free_port(), &args, FAST);
+    r.wait_ready().await;
+    r
+}
+
+async fn client(node: &Running, id: &str) -> v5::Client {
+    v5::Client::connect_with(node.v5_options(id)).await
+}
+
+/// Publishes probes on `topic` from `publisher` until `subscriber` receives one: the route of
+/// the subscriber's node has reached the publisher's node. Probes that arrive late are
+/// drained too, so the test starts with an empty inbox.
+async fn await_route(publisher: &mut v5::Client, subscriber: &mut v5::Client, topic: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        publisher
+            .publish(topic, QoS::AtMostOnce, false, b"probe")
+            .await;
+        if tokio::time::timeout(Duration::from_millis(200), subscriber.next_publish())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "route for {topic} never reached the publisher's node"
+        );
+    }
+    while tokio::time::timeout(Duration::from_millis(300), subscriber.next_publish())
+        .await
+        .is_ok()
+    {}
+}
+
+/// Waits until a QoS 1 publish on `topic` from `publisher` is answered `want`.
+async fn await_puback(publisher: &mut v5::Client, topic: &str, want: PubAckReason, what: &str) {
+    let deadline = Instant::now() + WAIT + WAIT;
+    loop {
+        match publisher
+            .publish(topic, QoS::AtLeastOnce, false, b"check")
+            .await
+        {
+            Some(Packet::PubAck(a)) if a.reason == want => return,
+            Some(Packet::PubAck(_)) => {}
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn payloads(sub: &mut v5::Client, n: usize) -> Vec<(String, QoS, Vec<u8>)> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let p = within("cross-node PUBLISH", sub.next_publish()).await;
+        out.push((
+            String::from_utf8_lossy(&p.topic).into_owned(),
+            p.qos,
+            p.payload.to_vec(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_mesh_from_one_seed_and_deliver_across_nodes_at_every_qos() {
+    let host = |i: u8| format!("127.0.11.{i}");
+    let seed = vec![format!("b1@{}", host(1))];
+    let n1 = node("b1", &host(1), &[], "c1").await;
+    // b2 and b3 only know b1: they find each other through it (transitive meshing).
+    let n2 = node("b2", &host(2), &seed, "c1").await;
+    let n3 = node("b3", &host(3), &seed, "c1").await;
+
+    let mut s2 = client(&n2, "sub-2").await;
+    s2.subscribe("t/+/x", QoS::ExactlyOnce).await;
+    let mut s3 = client(&n3, "sub-3").await;
+    s3.subscribe("t/#", QoS::AtLeastOnce).await;
+    let mut p1 = client(&n1, "pub-1").await;
+    await_route(&mut p1, &mut s2, "t/probe/x").await;
+    await_route(&mut p1, &mut s3, "t/probe").await;
+    // b3 learnt of b2 only through b1: a publish on b3 reaching b2 proves the mesh.
+    let mut p3 = client(&n3, "pub-3").await;
+    await_route(&mut p3, &mut s2, "t/mesh/x").await;
+    while tokio::time::timeout(Duration::from_millis(300), s3.next_publish())
+        .await
+        .is_ok()
+    {}
+
+    // [MQTT-3.3.4-2]-style downgrade travels with the subscription: each subscriber gets
+    // min(publish QoS, granted QoS), once, in publish order [MQTT-4.6.0-5].
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        p1.publish("t/a/x", qos, false, format!("m{i}").as_bytes())
+            .await;
+    }
+    let got2 = payloads(&mut s2, 3).await;
+    let got3 = payloads(&mut s3, 3).await;
+    let expect = |max: QoS| -> Vec<(String, QoS, Vec<u8>)> {
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let q = if (q as u8) < (max as u8) { q } else { max };
+                ("t/a/x".to_string(), q, format!("m{i}").into_bytes())
+            })
+            .collect()
+    };
+    assert_eq!(got2, expect(QoS::ExactlyOnce));
+    assert_eq!(got3, expect(QoS::AtLeastOnce));
+    // Nothing more: the message crossed each link once.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), s2.next_publish())
+            .await
+            .is_err(),
+        "duplicate delivery on b2"
+    );
+
+    // v5 properties survive the hop; the Message Expiry Interval is decremented, never raised
+    // [MQTT-3.3.2-6], and user properties keep their order [MQTT-3.3.2-18].
+    let props = PublishProperties {
+        message_expiry_interval: Some(60),
+        user_properties: vec![("k1".into(), "v1".into()), ("k2".into(), "v2".into())],
+        content_type: Some("text/plain".into()),
+        correlation_data: Some(bytes::Bytes::from_static(b"corr")),
+        response_topic: Some("reply/here".into()),
+        ..PublishProperties::default()
+    };
+    p1.publish_with("t/b/x", QoS::AtLeastOnce, false, b"props", props)
+        .await;
+    let p = within("PUBLISH with properties", s2.next_publish()).await;
+    let got = p.properties.expect("properties forwarded");
+    assert!(
+        got.message_expiry_interval
+            .is_some_and(|s| s <= 60 && s > 50)
+    );
+    assert_eq!(
+        got.user_properties,
+        vec![
+            ("k1".to_string(), "v1".to_string()),
+            ("k2".to_string(), "v2".to_string())
+        ]
+    );
+    assert_eq!(got.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(got.response_topic.as_deref(), Some("reply/here"));
+    assert_eq!(got.correlation_data.as_deref(), Some(&b"corr"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_are_seen_on_every_node_including_one_that_joins_later() {
+    let host = |i: u8| format!("127.0.12.{i}");
+    let n1 = node("b1", &host(1), &[], "c2").await;
+    let n2 = node("b2", &host(2), &[format!("b1@{}", host(1))], "c2").await;
+    let mut s2 = client(&n2, "ret-sub-2").await;
+    s2.subscribe("link/check", QoS::AtMostOnce).await;
+    let mut p1 = client(&n1, "ret-pub-1").await;
+    await_route(&mut p1, &mut s2, "link/check").await;
+
+    p1.publish("r/one", QoS::AtLeastOnce, true, b"kept").await;
+    // A subscriber on b2 that arrives afterwards gets it from b2's own store
+    // [MQTT-3.3.1-6], with RETAIN set [MQTT-3.3.1-8].
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut late = client(&n2, "ret-late").await;
+        late.subscribe("r/#", QoS::AtLeastOnce).await;
+        if let Ok(p) = tokio::time::timeout(Duration::from_millis(300), late.next_publish()).await {
+            assert_eq!(p.payload.as_ref(), b"kept");
+            assert!(p.retain, "[MQTT-3.3.1-8]");
+            late.disconnect().await;
+            break;
+        }
+        late.disconnect().await;
+        assert!(
+            Instant::now() < deadline,
+            "retained message never reached b2"
+        );
+    }
+
+    // A node that joins after the publish receives the retained messages in its sync.
+    let n3 = node("b3", &host(3), &[format!("b2@{}", host(2))], "c2").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s3 = client(&n3, "ret-sub-3").await;
+        s3.subscribe("r/+", QoS::AtMostOnce).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), s3.next_publish()).await;
+        s3.disconnect().await;
+        if let Ok(p) = got {
+            assert_eq!(p.payload.as_ref(), b"kept");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b3 never got the retained message"
+        );
+    }
+
+    // Clearing on one node clears everywhere [MQTT-3.3.1-10].
+    p1.publish("r/one", QoS::AtLeastOnce, true, b"").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s3 = client(&n3, "ret-sub-3b").await;
+        s3.subscribe("r/+", QoS::AtMostOnce).await;
+        let got = tokio::time::timeout(Duration::from_millis(300), s3.next_publish()).await;
+        s3.disconnect().await;
+        if got.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retained message never cleared on b3"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_loses_its_routes_and_rejoins_by_itself_when_restarted() {
+    let host = |i: u8| format!("127.0.13.{i}");
+    let n1 = node("b1", &host(1), &[], "c3").await;
+    let mut n2 = node("b2", &host(2), &[format!("b1@{}", host(1))], "c3").await;
+    let mut s2 = client(&n2, "kill-sub").await;
+    s2.subscribe("k/t", QoS::AtLeastOnce).await;
+    let mut p1 = client(&n1, "kill-pub").await;
+    await_route(&mut p1, &mut s2, "k/t").await;
+    // Only a remote subscriber: the PUBACK says a subscriber exists.
+    await_puback(
+        &mut p1,
+        "k/t",
+        PubAckReason::Success,
+        "remote route counted",
+    )
+    .await;
+
+    n2.signal("KILL");
+    n2.wait_exit(WAIT).await;
+    // b1 sees the link close and purges b2's routes: nobody matches any more.
+    await_puback(
+        &mut p1,
+        "k/t",
+        PubAckReason::NoMatchingSubscribers,
+        "routes of the killed node purged",
+    )
+    .await;
+
+    // Restarted without seeds: b1 knows it and dials it again.
+    let n2 = node("b2", &host(2), &[], "c3").await;
+    let mut s2 = client(&n2, "kill-sub").await;
+    s2.subscribe("k/t", QoS::AtLeastOnce).await;
+    await_route(&mut p1, &mut s2, "k/t").await;
+    p1.publish("k/t", QoS::AtLeastOnce, false, b"after").await;
+    let p = within("delivery after rejoin", s2.next_publish()).await;
+    assert_eq!(p.payload.as_ref(), b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_is_declared_down_and_heals_after_sigcont() {
+    let host = |i: u8| format!("127.0.14.{i}");
+    let n1 = node("b1", &host(1), &[], "c4").await;
+    let n2 = node("b2", &host(2), &[format!("b1@{}", host(1))], "c4").await;
+    let mut s2 = client(&n2, "stop-sub").await;
+    s2.subscribe("s/t", QoS::AtLeastOnce).await;
+    let mut p1 = client(&n1, "stop-pub").await;
+    await_route(&mut p1, &mut s2, "s/t").await;
+
+    // A stopped process keeps its sockets open: only the missing heartbeats show it is gone.
+    n2.signal("STOP");
+    let stopped = Instant::now();
+    await_puback(
+        &mut p1,
+        "s/t",
+        PubAckReason::NoMatchingSubscribers,
+        "stopped node declared down",
+    )
+    .await;
+    // failure_timeout is 2 s here; detection must not take much more.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(n1.logs().contains("declared down"), "{}", n1.logs());
+
+    n2.signal("CONT");
+    // The subscriber's own connection survived the stop (keep alive 30 s); once the nodes
+    // have linked again its route is back and deliveries resume.
+    await_route(&mut p1, &mut s2, "s/t").await;
+    p1.publish("s/t", QoS::AtLeastOnce, false, b"healed").await;
+    let p = within("delivery after SIGCONT", s2.next_publish()).await;
+    assert_eq!(p.payload.as_ref(), b"healed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_cookie_is_refused_and_logged() {
+    let host = |i: u8| format!("127.0.15.{i}");
+    let n1 = node("b1", &host(1), &[], "right").await;
+    let n2 = node("b2", &host(2), &[format!("b1@{}", host(1))], "wrong").await;
+    let mut s2 = client(&n2, "cookie-sub").await;
+    s2.subscribe("c/t", QoS::AtLeastOnce).await;
+    eventually("b1 logs the refused link", || {
+        n1.logs().contains("closed before authenticating")
+    })
+    .await;
+    // Refused for good: b2's subscription never becomes a route on b1.
+    let mut p1 = client(&n1, "cookie-pub").await;
+    for _ in 0..5 {
+        match p1.publish("c/t", QoS::AtLeastOnce, false, b"x").await {
+            Some(Packet::PubAck(a)) => assert_eq!(a.reason, PubAckReason::NoMatchingSubscribers),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s2.next_publish())
+            .await
+            .is_err()
+    );
+}
