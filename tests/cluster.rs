@@ -350,3 +350,91 @@ async fn a_node_with_the_wrong_cookie_is_refused_and_logged() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnecting_to_another_node_takes_its_session_over() {
+    let host = |i: u8| format!("127.0.16.{i}");
+    let n1 = node("b1", &host(1), &[], "c6").await;
+    let n2 = node("b2", &host(2), &[format!("b1@{}", host(1))], "c6").await;
+    let mut p2 = client(&n2, "move-pub").await;
+    let mut probe = client(&n1, "move-probe").await;
+    probe.subscribe("link/up", QoS::AtMostOnce).await;
+    await_route(&mut p2, &mut probe, "link/up").await;
+
+    // A persistent session on b1 with a subscription, then messages queued while it is
+    // offline (published on b2).
+    let mut o = n1.v5_options("mover");
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(600));
+    let mut first = v5::Client::connect_with(o).await;
+    first.subscribe("move/t", QoS::AtLeastOnce).await;
+    // While it is connected, a second connection with its id on b2 takes it over: the first
+    // is told why [MQTT-3.1.4-3] (v5 DISCONNECT 0x8E).
+    let mut o2 = n2.v5_options("mover");
+    o2.set_clean_start(false);
+    o2.set_session_expiry_interval(Some(600));
+    let second = v5::Client::connect_with(o2).await;
+    assert!(
+        second.connack.session_present,
+        "[MQTT-3.2.2-2] session moved from b1"
+    );
+    let d = first.closed().await.expect("DISCONNECT before the close");
+    assert_eq!(d.reason_code, v5::DisconnectReasonCode::SessionTakenOver);
+
+    // The subscription moved with it: publishes on b1 now reach it on b2.
+    second.kill();
+    for i in 0..3 {
+        p2.publish(
+            "move/t",
+            QoS::AtLeastOnce,
+            false,
+            format!("q{i}").as_bytes(),
+        )
+        .await;
+    }
+    // Queued on b2 while offline; a reconnection on b1 takes them back across.
+    let mut back = n1.v5_options("mover");
+    back.set_clean_start(false);
+    back.set_session_expiry_interval(Some(600));
+    let mut third = v5::Client::connect_with(back).await;
+    assert!(third.connack.session_present);
+    let got = payloads(&mut third, 3).await;
+    let bodies: Vec<Vec<u8>> = got.into_iter().map(|(_, _, p)| p).collect();
+    assert_eq!(bodies, [b"q0".to_vec(), b"q1".to_vec(), b"q2".to_vec()]);
+    // And the route is b1's now: a publish on b2 arrives.
+    await_route(&mut p2, &mut third, "move/t").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_for_one_client_id_end_with_exactly_one_owner() {
+    let host = |i: u8| format!("127.0.17.{i}");
+    let n1 = node("b1", &host(1), &[], "c7").await;
+    let n2 = node("b2", &host(2), &[format!("b1@{}", host(1))], "c7").await;
+    let mut p1 = client(&n1, "race-pub").await;
+    let mut probe = client(&n2, "race-probe").await;
+    probe.subscribe("link/up", QoS::AtMostOnce).await;
+    await_route(&mut p1, &mut probe, "link/up").await;
+
+    for round in 0..3 {
+        let id = format!("racer-{round}");
+        let (a, b) = tokio::join!(
+            v5::Client::try_connect(n1.v5_options(&id)),
+            v5::Client::try_connect(n2.v5_options(&id)),
+        );
+        let (mut a, mut b) = (a.expect("b1 accepts"), b.expect("b2 accepts"));
+        // One of them is closed with 0x8E; waiting on both tells which.
+        let (mut survivor, loser_reason) = tokio::select! {
+            d = a.closed() => (b, d),
+            d = b.closed() => (a, d),
+        };
+        assert_eq!(
+            loser_reason.map(|d| d.reason_code),
+            Some(v5::DisconnectReasonCode::SessionTakenOver),
+            "[MQTT-3.1.4-3]"
+        );
+        // The other one owns the id: it still receives.
+        let topic = format!("race/{round}");
+        survivor.subscribe(&topic, QoS::AtMostOnce).await;
+        await_route(&mut p1, &mut survivor, &topic).await;
+    }
+}

@@ -101,6 +101,13 @@ pub enum ClientMsg {
         /// Gets the deliveries that arrived after `TakeoverBegin`.
         reply: RpcReplyPort<Vec<Delivery>>,
     },
+    /// After `TakeoverBegin`, for a newcomer on another node: hand over what arrived
+    /// meanwhile, give up the routes and the client id, and stop. (A local newcomer uses
+    /// `TakeoverEnd`, which also forwards what still arrives.)
+    HandoffEnd {
+        /// Gets the deliveries that arrived after `TakeoverBegin`.
+        reply: RpcReplyPort<Vec<Delivery>>,
+    },
     /// A timer set by this actor; stale epochs are ignored.
     Timer {
         /// Epoch when set.
@@ -318,8 +325,21 @@ async fn start(
             }
         }
     }
+    // No local owner: the session may be on another node. Asked even for a clean start, so
+    // that the old connection there is closed [MQTT-3.1.4-3].
+    let mut moved = Vec::new();
+    let mut from_peer = false;
+    if previous.is_none() {
+        if let Some((session, owed)) =
+            crate::cluster::bridge::take_session(&broker, &link, clean_start).await
+        {
+            taken = Some(Box::new(session));
+            moved = owed;
+            from_peer = true;
+        }
+    }
     if let Some(session) = &taken {
-        guard.holds_session = true;
+        guard.holds_session = !from_peer;
         let subs = session
             .subscriptions
             .iter()
@@ -346,6 +366,7 @@ async fn start(
             buffered = b;
         }
     }
+    buffered.splice(0..0, moved);
     // Nothing below can fail: the start stands.
     guard.armed = false;
 
@@ -353,7 +374,8 @@ async fn start(
     let session = taken
         .map(|b| *b)
         .unwrap_or_else(|| SessionState::new(accepted.session_expiry));
-    if !session_present {
+    if !session_present || from_peer {
+        // A session from another node is new to this node's count.
         broker.metrics.sessions.inc();
     }
     let channel = Channel::new(*connect, &accepted, broker.limits.clone(), session);
@@ -530,6 +552,19 @@ impl ClientState {
                 if myself.drain().is_err() {
                     myself.stop(Some(NORMAL.into()));
                 }
+            }
+            ClientMsg::HandoffEnd { reply } => {
+                let buffered = match &mut self.takeover {
+                    Takeover::Handing { buffered, .. } => std::mem::take(buffered),
+                    _ => Vec::new(),
+                };
+                let _ = reply.send(buffered);
+                // The session lives on another node now: nothing here may keep routing to
+                // this actor or claim the client id.
+                self.abandon_handoff();
+                self.broker.unregister(&self.link);
+                self.cancel_timers();
+                myself.stop(Some(NORMAL.into()));
             }
             ClientMsg::Timer { epoch, kind } => {
                 if epoch == self.epoch {

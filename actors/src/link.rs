@@ -47,6 +47,9 @@ pub struct ClientLink {
     /// members).
     online: AtomicBool,
     max_mailbox: usize,
+    /// When the actor started (microseconds since the epoch): the newer of two connections
+    /// racing for one client id on two nodes wins.
+    pub started_us: u64,
 }
 
 impl ClientLink {
@@ -59,6 +62,9 @@ impl ClientLink {
             refused: AtomicU64::new(0),
             online: AtomicBool::new(true),
             max_mailbox,
+            started_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
         }
     }
 

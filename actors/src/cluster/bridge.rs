@@ -27,21 +27,25 @@ use std::time::{Duration, Instant};
 use beamq_protocol::ByteString;
 use ractor::pg::{self, GroupChangeMessage};
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent, rpc::CallResult,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+    rpc::CallResult,
 };
 use ractor_cluster::NodeServerMessage;
 use tokio::task::JoinHandle;
 
 use super::remote_routes::PeerName;
-use super::wire::{BRIDGE_GROUP, BridgeMsg, Local, PeerStatus, Wire, WireMessage};
+use super::wire::{BRIDGE_GROUP, BridgeMsg, Local, PeerStatus, Wire, WireMessage, WireSession};
 use super::{ClusterState, Peer};
 use crate::broker::Broker;
+use crate::client::ClientMsg;
 
 /// Acks are sent once this many forwarded messages have been dispatched (and at every tick),
 /// so credit flows back without one ack per batch.
 const ACK_EVERY: u64 = 1024;
 /// Retained messages per sync message.
 const RETAINED_PAGE: usize = 256;
+/// How long a connecting client waits for the peers to answer for its session.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// State of the bridge.
 #[derive(Debug)]
@@ -55,6 +59,18 @@ pub struct BridgeState {
     owed_acks: HashMap<PeerName, u64>,
     failure_timeout: Duration,
     timer: Option<JoinHandle<()>>,
+    /// Session requests of local clients waiting for the peers' answers.
+    takes: HashMap<u64, PendingTake>,
+    next_req: u64,
+}
+
+/// A local client's request for its session, waiting for every peer asked.
+#[derive(Debug)]
+struct PendingTake {
+    waiting: Vec<PeerName>,
+    found: Option<WireSession>,
+    deadline: Instant,
+    reply: RpcReplyPort<Option<WireSession>>,
 }
 
 impl Drop for BridgeState {
@@ -108,6 +124,8 @@ impl Actor for Bridge {
             owed_acks: HashMap::new(),
             failure_timeout,
             timer: Some(timer),
+            takes: HashMap::new(),
+            next_req: 1,
         };
         for cell in remote_bridges() {
             state.hello(&cell, true);
@@ -129,6 +147,12 @@ impl Actor for Bridge {
             BridgeMsg::Local(Local::Peers(reply)) => {
                 let _ = reply.send(state.status());
             }
+            BridgeMsg::Local(Local::TakeSession {
+                client_id,
+                clean_start,
+                started_us,
+                reply,
+            }) => state.ask_for_session(client_id, clean_start, started_us, reply),
         }
         Ok(())
     }
@@ -278,6 +302,40 @@ impl BridgeState {
             Wire::Ping { from } => {
                 self.heard(&from, now);
             }
+            Wire::TakeSession {
+                from,
+                req,
+                client_id,
+                clean_start,
+                started_us,
+            } => {
+                self.heard(&from, now);
+                let broker = self.broker.clone();
+                // The old owner may take a while to answer (it closes its connection, drains
+                // its mailbox): never block the bridge on it.
+                tokio::spawn(async move {
+                    let session = hand_over(&broker, &client_id, clean_start, started_us).await;
+                    if let Some(peer) = broker.cluster.peer(&from) {
+                        let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::SessionHandoff {
+                            from: broker.cluster.node.to_string(),
+                            req,
+                            session,
+                        }));
+                    }
+                });
+            }
+            Wire::SessionHandoff { from, req, session } => {
+                self.heard(&from, now);
+                if let Some(take) = self.takes.get_mut(&req) {
+                    take.waiting.retain(|n| **n != *from);
+                    if session.is_some() {
+                        take.found = session;
+                    }
+                    if take.waiting.is_empty() {
+                        self.finish_take(req);
+                    }
+                }
+            }
         }
     }
 
@@ -354,8 +412,58 @@ impl BridgeState {
         }
     }
 
+    fn ask_for_session(
+        &mut self,
+        client_id: ByteString,
+        clean_start: bool,
+        started_us: u64,
+        reply: RpcReplyPort<Option<WireSession>>,
+    ) {
+        let peers = self.cluster().peers();
+        if peers.is_empty() {
+            let _ = reply.send(None);
+            return;
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        for peer in &peers {
+            let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::TakeSession {
+                from: self.node(),
+                req,
+                client_id: client_id.clone(),
+                clean_start,
+                started_us,
+            }));
+        }
+        self.takes.insert(
+            req,
+            PendingTake {
+                waiting: peers.iter().map(|p| p.name.clone()).collect(),
+                found: None,
+                deadline: Instant::now() + TAKE_TIMEOUT,
+                reply,
+            },
+        );
+    }
+
+    fn finish_take(&mut self, req: u64) {
+        if let Some(take) = self.takes.remove(&req) {
+            let _ = take.reply.send(take.found);
+        }
+    }
+
     async fn tick(&mut self) {
         let now = Instant::now();
+        // A peer that went down (or never answers) does not hold a connecting client forever.
+        let overdue: Vec<u64> = self
+            .takes
+            .iter()
+            .filter(|(_, t)| now >= t.deadline)
+            .map(|(req, _)| *req)
+            .collect();
+        for req in overdue {
+            self.finish_take(req);
+        }
         for peer in self.cluster().peers() {
             let owed = self.owed_acks.remove(&peer.name).unwrap_or(0);
             if owed > 0 {
@@ -472,4 +580,87 @@ pub(crate) async fn close_link(name: &str) {
             session.stop(Some("beamq: peer declared down".to_string()));
         }
     }
+}
+
+/// Hands this node's session of `client_id` to a connection on another node: the local owner
+/// closes its connection (v5 DISCONNECT 0x8E, wills as the spec says) and gives up its
+/// session, its routes and its client id. Nothing is handed when the local connection is the
+/// newer of two racing ones (`started_us`): that one stays, and its own request takes the other.
+async fn hand_over(
+    broker: &Broker,
+    client_id: &str,
+    clean_start: bool,
+    started_us: u64,
+) -> Option<WireSession> {
+    let old = broker.sessions.get(client_id)?;
+    if old.started_us > started_us {
+        tracing::info!(client_id, "newer local connection keeps the client id");
+        return None;
+    }
+    broker.metrics.takeovers.inc();
+    let timeout = Some(crate::broker::CALL_TIMEOUT);
+    let session = match old
+        .actor
+        .call(
+            |reply| ClientMsg::TakeoverBegin { clean_start, reply },
+            timeout,
+        )
+        .await
+    {
+        Ok(CallResult::Success(s)) => s,
+        _ => {
+            tracing::warn!(client_id, "session owner did not hand over; killed");
+            old.actor.kill();
+            return None;
+        }
+    };
+    let buffered = match old
+        .actor
+        .call(|reply| ClientMsg::HandoffEnd { reply }, timeout)
+        .await
+    {
+        Ok(CallResult::Success(b)) => b,
+        _ => Vec::new(),
+    };
+    tracing::info!(
+        client_id,
+        moved = session.is_some(),
+        "session handed to another node"
+    );
+    session.map(|s| WireSession::from_state(*s, buffered, Instant::now()))
+}
+
+/// Asks the other nodes for `link`'s session (see [`Wire::TakeSession`]); the session and
+/// the messages owed to the client when one was handed over.
+pub async fn take_session(
+    broker: &Broker,
+    link: &crate::link::ClientHandle,
+    clean_start: bool,
+) -> Option<(
+    beamq_protocol::session::SessionState,
+    Vec<beamq_protocol::session::Delivery>,
+)> {
+    if !broker.cluster.has_peers() {
+        return None;
+    }
+    let bridge = broker.cluster.bridge()?;
+    let res = bridge
+        .call(
+            |reply| {
+                BridgeMsg::Local(Local::TakeSession {
+                    client_id: link.client_id.clone(),
+                    clean_start,
+                    started_us: link.started_us,
+                    reply,
+                })
+            },
+            Some(TAKE_TIMEOUT + Duration::from_secs(2)),
+        )
+        .await;
+    let Ok(CallResult::Success(Some(session))) = res else {
+        return None;
+    };
+    let (state, deliveries, bad) = session.into_state(Instant::now());
+    broker.metrics.cluster_bad_messages.add(bad as u64);
+    Some((state, deliveries))
 }

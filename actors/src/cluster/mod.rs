@@ -106,6 +106,10 @@ impl ClusterState {
         self.peers.write().remove(name)
     }
 
+    pub(crate) fn bridge(&self) -> Option<ActorRef<BridgeMsg>> {
+        self.bridge.read().clone()
+    }
+
     pub(crate) fn set_bridge(&self, bridge: Option<ActorRef<BridgeMsg>>) {
         *self.bridge.write() = bridge;
     }

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use beamq_protocol::session::{Message, MessageProperties};
+use beamq_protocol::packet::{RetainHandling, SubscriptionOptions};
+use beamq_protocol::session::{Delivery, Message, MessageProperties, SessionState, Subscription};
 use beamq_protocol::{ByteString, QoS};
 use bytes::Bytes;
 use ractor::RpcReplyPort;
@@ -66,6 +67,30 @@ pub enum Wire {
         from: String,
         /// Messages dispatched since the last Ack.
         count: u64,
+    },
+    /// A client connected on the sender: whoever holds a session with this client id closes
+    /// its connection (v5 DISCONNECT 0x8E) and hands the session over with `SessionHandoff`,
+    /// unless its own connection is newer (two nodes racing: the newest connection wins).
+    TakeSession {
+        /// Sender's node name.
+        from: String,
+        /// Request number, echoed in the answer.
+        req: u64,
+        /// The client id.
+        client_id: ByteString,
+        /// The newcomer's Clean Start: the old session is discarded, not handed over.
+        clean_start: bool,
+        /// When the newcomer's actor started, microseconds since the epoch.
+        started_us: u64,
+    },
+    /// Answer to `TakeSession`: the session, if this node held one to hand over.
+    SessionHandoff {
+        /// Sender's node name.
+        from: String,
+        /// The request answered.
+        req: u64,
+        /// The session.
+        session: Option<WireSession>,
     },
     /// Liveness.
     Ping {
@@ -142,6 +167,131 @@ impl WireMessage {
     }
 }
 
+/// A session moving to another node: its subscriptions, the QoS 2 packet ids the client is
+/// still to release, and every message owed to the client (in flight and unacknowledged, then
+/// queued), which the new node sends as new PUBLISH packets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireSession {
+    /// Session Expiry Interval, seconds.
+    pub expiry_interval: u32,
+    /// Subscriptions as subscribed (with any share prefix).
+    pub subscriptions: Vec<WireSubscription>,
+    /// QoS 2 packet ids received and not released yet.
+    pub awaiting_rel: Vec<u16>,
+    /// Messages owed, in order.
+    pub messages: Vec<WireDelivery>,
+}
+
+/// One subscription of a moving session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireSubscription {
+    /// Filter.
+    pub filter: ByteString,
+    /// Granted QoS.
+    pub qos: u8,
+    /// No Local.
+    pub no_local: bool,
+    /// Retain As Published.
+    pub retain_as_published: bool,
+    /// Retain Handling (0, 1, 2).
+    pub retain_handling: u8,
+    /// Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+/// One message owed to the client of a moving session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireDelivery {
+    /// The message.
+    pub message: WireMessage,
+    /// QoS to deliver with.
+    pub qos: u8,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers.
+    pub subscription_ids: Vec<u32>,
+}
+
+impl WireSession {
+    /// The wire form of `session` plus `extra` messages that reached it during the handover.
+    pub fn from_state(mut session: SessionState, extra: Vec<Delivery>, now: Instant) -> Self {
+        let mut messages: Vec<WireDelivery> = session
+            .take_for_migration()
+            .into_iter()
+            .chain(extra)
+            .map(|d| WireDelivery {
+                message: WireMessage::from_message(&d.message, now),
+                qos: d.qos as u8,
+                retain: d.retain,
+                subscription_ids: d.subscription_ids,
+            })
+            .collect();
+        messages.shrink_to_fit();
+        WireSession {
+            expiry_interval: session.expiry_interval,
+            subscriptions: session
+                .subscriptions
+                .iter()
+                .map(|(filter, s)| WireSubscription {
+                    filter: filter.clone(),
+                    qos: s.options.qos as u8,
+                    no_local: s.options.no_local,
+                    retain_as_published: s.options.retain_as_published,
+                    retain_handling: s.options.retain_handling as u8,
+                    id: s.id,
+                })
+                .collect(),
+            awaiting_rel: session.awaiting_rel.iter().copied().collect(),
+            messages,
+        }
+    }
+
+    /// The session again, and the messages to deliver into it. Entries a broken peer got
+    /// wrong (a QoS that does not exist) are left out; returns how many.
+    pub fn into_state(self, now: Instant) -> (SessionState, Vec<Delivery>, usize) {
+        let mut bad = 0;
+        let mut state = SessionState::new(self.expiry_interval);
+        for s in self.subscriptions {
+            let Some(qos) = QoS::from_u8(s.qos) else {
+                bad += 1;
+                continue;
+            };
+            let retain_handling = match s.retain_handling {
+                0 => RetainHandling::SendAtSubscribe,
+                1 => RetainHandling::SendAtSubscribeIfNew,
+                _ => RetainHandling::DoNotSend,
+            };
+            state.subscriptions.insert(
+                s.filter,
+                Subscription {
+                    options: SubscriptionOptions {
+                        qos,
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        retain_handling,
+                    },
+                    id: s.id,
+                },
+            );
+        }
+        state.awaiting_rel.extend(self.awaiting_rel);
+        let mut deliveries = Vec::with_capacity(self.messages.len());
+        for d in self.messages {
+            match (QoS::from_u8(d.qos), d.message.into_message(now)) {
+                (Some(qos), Some(message)) => deliveries.push(Delivery {
+                    message,
+                    qos,
+                    retain: d.retain,
+                    subscription_ids: d.subscription_ids,
+                    share: None,
+                }),
+                _ => bad += 1,
+            }
+        }
+        (state, deliveries, bad)
+    }
+}
+
 /// Local events for the bridge.
 #[derive(Debug)]
 pub enum Local {
@@ -153,6 +303,18 @@ pub enum Local {
     Tick,
     /// Who are the peers now, as the bridge sees them.
     Peers(RpcReplyPort<Vec<PeerStatus>>),
+    /// A client connected here: ask every peer for its session (answered once all have
+    /// answered or the wait is over).
+    TakeSession {
+        /// The client id.
+        client_id: ByteString,
+        /// Its Clean Start.
+        clean_start: bool,
+        /// When its actor started, microseconds since the epoch.
+        started_us: u64,
+        /// Gets the session, if a peer handed one over.
+        reply: RpcReplyPort<Option<WireSession>>,
+    },
 }
 
 /// One peer as the bridge sees it.

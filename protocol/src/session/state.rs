@@ -246,6 +246,25 @@ impl SessionState {
         out
     }
 
+    /// Everything owed to the client, for moving the session to another node: messages in
+    /// flight that the client has not acknowledged (QoS 1, and QoS 2 before PUBREC), in the
+    /// order they were sent, then the queue. They go out again as new PUBLISH packets there.
+    /// QoS 2 messages past PUBREC are not returned: the client has them [MQTT-4.3.3-1 ..].
+    pub fn take_for_migration(&mut self) -> Vec<Delivery> {
+        let inflight = std::mem::take(&mut self.inflight);
+        self.inflight_ids.clear();
+        self.unsent = 0;
+        let mut out: Vec<Delivery> = inflight
+            .into_iter()
+            .filter(|i| i.phase == Phase::AwaitAck)
+            .map(|i| i.delivery)
+            .collect();
+        out.extend(self.queue.drain(..));
+        self.retained.clear();
+        self.retained_page.clear();
+        out
+    }
+
     /// Messages held for the client: in flight plus queued plus a retained page read ahead.
     pub fn pending_len(&self) -> usize {
         self.inflight.len() + self.queue.len() + self.retained_page.len()
