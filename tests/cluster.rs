@@ -438,3 +438,84 @@ async fn two_nodes_racing_for_one_client_id_end_with_exactly_one_owner() {
         await_route(&mut p1, &mut survivor, &topic).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_group_spanning_nodes_gets_each_message_exactly_once() {
+    let host = |i: u8| format!("127.0.18.{i}");
+    let n1 = node("b1", &host(1), &[], "c8").await;
+    let n2 = node("b2", &host(2), &[format!("b1@{}", host(1))], "c8").await;
+    let mut m1 = client(&n1, "member-1").await;
+    m1.subscribe("$share/g/sh/#", QoS::AtLeastOnce).await;
+    let mut m2 = client(&n2, "member-2").await;
+    m2.subscribe("$share/g/sh/#", QoS::AtLeastOnce).await;
+    // A group whose only member is on b2: publishes on b1 must still reach it.
+    let mut lone = client(&n2, "lone").await;
+    lone.subscribe("$share/only2/solo", QoS::AtLeastOnce).await;
+    let mut p1 = client(&n1, "share-pub-1").await;
+    let mut p2 = client(&n2, "share-pub-2").await;
+    await_route(&mut p1, &mut lone, "solo").await;
+    // The group's route of each node has reached the other: b1's PUBACK for a topic only the
+    // group matches and whose member there is gone would be 0x10 otherwise; simply wait until
+    // each member has received something published on the other node.
+    let mut seen1 = false;
+    let mut seen2 = false;
+    let deadline = Instant::now() + WAIT;
+    while !(seen1 && seen2) {
+        p1.publish("sh/probe", QoS::AtMostOnce, false, b"p").await;
+        p2.publish("sh/probe", QoS::AtMostOnce, false, b"p").await;
+        seen1 |= tokio::time::timeout(Duration::from_millis(100), m1.next_publish())
+            .await
+            .is_ok();
+        seen2 |= tokio::time::timeout(Duration::from_millis(100), m2.next_publish())
+            .await
+            .is_ok();
+        assert!(Instant::now() < deadline, "group routes never spread");
+    }
+    for m in [&mut m1, &mut m2] {
+        while tokio::time::timeout(Duration::from_millis(300), m.next_publish())
+            .await
+            .is_ok()
+        {}
+    }
+
+    // [MQTT-4.8.2-3 in 5.0 terms]: each message to one member of the group, cluster-wide.
+    const N: usize = 20;
+    for i in 0..N {
+        p1.publish("sh/x", QoS::AtLeastOnce, false, format!("a{i}").as_bytes())
+            .await;
+        p2.publish("sh/x", QoS::AtLeastOnce, false, format!("b{i}").as_bytes())
+            .await;
+    }
+    let mut got: Vec<String> = Vec::new();
+    let mut per_member = [0usize; 2];
+    let deadline = Instant::now() + WAIT;
+    while got.len() < 2 * N {
+        tokio::select! {
+            p = m1.next_publish() => { per_member[0] += 1; got.push(String::from_utf8_lossy(&p.payload).into()); }
+            p = m2.next_publish() => { per_member[1] += 1; got.push(String::from_utf8_lossy(&p.payload).into()); }
+            _ = tokio::time::sleep_until(deadline.into()) => panic!("only {} of {} arrived: {got:?}", got.len(), 2 * N),
+        }
+    }
+    for m in [&mut m1, &mut m2] {
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), m.next_publish())
+                .await
+                .is_err(),
+            "a message reached two members"
+        );
+    }
+    got.sort();
+    let mut want: Vec<String> = (0..N)
+        .flat_map(|i| [format!("a{i}"), format!("b{i}")])
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every message exactly once");
+    assert!(
+        per_member[0] > 0 && per_member[1] > 0,
+        "both nodes' members take part: {per_member:?}"
+    );
+
+    p1.publish("solo", QoS::AtLeastOnce, false, b"to b2").await;
+    let p = within("group member on the other node", lone.next_publish()).await;
+    assert_eq!(p.payload.as_ref(), b"to b2");
+}

@@ -21,8 +21,8 @@ use parking_lot::{Mutex, RwLock};
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
 
-use crate::cluster::ClusterState;
-use crate::cluster::remote_routes::PeerName;
+use crate::cluster::remote_routes::{PeerName, RemoteMatches};
+use crate::cluster::{ClusterState, Target};
 use crate::config::Config;
 use crate::link::{ClientHandle, Delivered};
 use crate::metrics::Metrics;
@@ -237,49 +237,112 @@ impl Broker {
     /// other node with a matching route (a retained message goes to every node, which all
     /// keep it). Returns how many subscriptions and nodes it reached.
     pub fn route(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
-        let mut n = self.route_local(message.clone(), fanout);
-        if self.cluster.has_peers() {
-            if message.retain {
-                fanout.nodes.clear();
-                fanout
-                    .nodes
-                    .extend(self.cluster.peers().into_iter().map(|p| p.name.clone()));
-            } else {
-                self.cluster
-                    .routes
-                    .lookup(&message.topic, &mut fanout.nodes);
-            }
-            n += fanout.nodes.len();
-            for i in 0..fanout.nodes.len() {
-                let node = fanout.nodes[i].clone();
-                fanout.push_remote(node, message.clone());
-            }
-        }
+        self.store_retained(&message);
+        self.routes
+            .lookup(&message.topic, &message.publisher, &mut fanout.matches);
+        let remote = if self.cluster.has_peers() {
+            self.plan_remote(&message, fanout)
+        } else {
+            0
+        };
+        let n = self.push_matches(&message, fanout) + remote;
         if n == 0 {
             self.metrics.messages_no_subscribers.inc();
         }
         n
     }
 
+    /// Decides what goes to other nodes: the message once to each node with a direct route
+    /// (to every node when retained, so that all keep it), and for each shared group with
+    /// members elsewhere one node picked among those and this one (by the configured
+    /// strategy); when another node is picked, the local pick is dropped, so the message goes
+    /// to exactly one member cluster-wide. Returns the number of nodes it goes to.
+    fn plan_remote(&self, message: &Arc<Message>, fanout: &mut Fanout) -> usize {
+        self.cluster
+            .routes
+            .lookup(&message.topic, &mut fanout.remote_matches);
+        let mut targets: Vec<(PeerName, Target)> = Vec::new();
+        let direct = |node: PeerName| (node, Target::direct());
+        if message.retain {
+            targets.extend(
+                self.cluster
+                    .peers()
+                    .into_iter()
+                    .map(|p| direct(p.name.clone())),
+            );
+        } else {
+            targets.extend(fanout.remote_matches.nodes.drain(..).map(direct));
+        }
+        for (share, mut nodes) in fanout.remote_matches.shares.drain(..) {
+            nodes.sort();
+            let local = fanout
+                .matches
+                .list
+                .iter()
+                .position(|m| m.share.as_ref() == Some(&share));
+            let candidates = nodes.len() + usize::from(local.is_some());
+            let pick = self.cluster.pick_share(
+                self.config.mqtt.shared_subscription_strategy,
+                message,
+                candidates,
+            );
+            // Candidate 0 is this node when it has a member.
+            let remote_index = match local {
+                Some(_) if pick == 0 => continue,
+                Some(i) => {
+                    fanout.matches.list.remove(i);
+                    pick - 1
+                }
+                None => pick,
+            };
+            let node = nodes.swap_remove(remote_index);
+            match targets.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, t)) => t.shares.push(share),
+                None => targets.push((
+                    node,
+                    Target {
+                        direct: false,
+                        shares: vec![share],
+                    },
+                )),
+            }
+        }
+        let n = targets.len();
+        for (node, target) in targets {
+            fanout.push_remote(node, message.clone(), target);
+        }
+        n
+    }
+
     /// Messages forwarded by another node: stored if retained and delivered to this node's
-    /// subscribers, never forwarded again (a publish crosses at most one link).
-    pub fn dispatch_from_peer(&self, messages: Vec<Arc<Message>>) {
+    /// subscribers as the sender decided (direct subscribers, and one member of each shared
+    /// group it picked this node for), never forwarded again: a publish crosses one link.
+    pub fn dispatch_from_peer(&self, messages: Vec<(Arc<Message>, Target)>) {
         let mut fanout = Fanout::default();
-        for m in messages {
-            self.route_local(m, &mut fanout);
+        for (m, target) in messages {
+            self.store_retained(&m);
+            self.routes
+                .lookup(&m.topic, &m.publisher, &mut fanout.matches);
+            fanout.matches.list.retain(|x| match &x.share {
+                None => target.direct,
+                Some(share) => target.shares.contains(share),
+            });
+            self.push_matches(&m, &mut fanout);
         }
         fanout.flush(self);
     }
 
-    fn route_local(&self, message: Arc<Message>, fanout: &mut Fanout) -> usize {
+    fn store_retained(&self, message: &Arc<Message>) {
         if message.retain {
-            if let Err(e) = self.retained.apply(&message) {
+            if let Err(e) = self.retained.apply(message) {
                 self.metrics.retained_refused.inc();
                 tracing::debug!(topic = %message.topic, error = %e, "retained message refused");
             }
         }
-        self.routes
-            .lookup(&message.topic, &message.publisher, &mut fanout.matches);
+    }
+
+    /// One delivery per match of the last lookup, into `fanout`.
+    fn push_matches(&self, message: &Arc<Message>, fanout: &mut Fanout) -> usize {
         let n = fanout.matches.list.len();
         for i in 0..n {
             let m = &mut fanout.matches.list[i];
@@ -449,17 +512,20 @@ impl Broker {
     }
 }
 
+/// Messages for one other node, each with what that node delivers it to.
+type RemoteBatch = Vec<(Arc<Message>, Target)>;
+
 /// Deliveries gathered while handling a burst of publishes, one batch per subscriber.
 #[derive(Debug, Default)]
 pub struct Fanout {
     /// Scratch space for route lookups.
     pub matches: Matches,
     /// Scratch space for cluster route lookups.
-    nodes: Vec<PeerName>,
+    remote_matches: RemoteMatches,
     pending: Vec<(ClientHandle, Vec<Delivery>)>,
     index: HashMap<usize, usize, ahash::RandomState>,
     /// Messages for other nodes, one batch per node, in publish order.
-    remote: Vec<(PeerName, Vec<Arc<Message>>)>,
+    remote: Vec<(PeerName, RemoteBatch)>,
 }
 
 impl Fanout {
@@ -476,10 +542,10 @@ impl Fanout {
     }
 
     /// Adds a message for another node.
-    fn push_remote(&mut self, node: PeerName, message: Arc<Message>) {
+    fn push_remote(&mut self, node: PeerName, message: Arc<Message>, target: Target) {
         match self.remote.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, batch)) => batch.push(message),
-            None => self.remote.push((node, vec![message])),
+            Some((_, batch)) => batch.push((message, target)),
+            None => self.remote.push((node, vec![(message, target)])),
         }
     }
 

@@ -251,15 +251,24 @@ impl RouteTable {
         removed
     }
 
-    /// True when `filter` (no share prefix) has at least one direct (non-shared) subscriber.
-    pub fn has_direct(&self, filter: &str) -> bool {
-        let has = |subs: &FilterSubs| !subs.direct.is_empty();
-        if !topic::has_wildcards(filter) {
-            return self.shard(filter).read().get(filter).is_some_and(has);
+    /// True when `filter` as subscribed has a subscriber here: for a plain filter a direct
+    /// subscriber, for `$share/{group}/{filter}` a member of that group. This is what a node
+    /// announces to its cluster peers.
+    pub fn has_route(&self, filter: &str) -> bool {
+        let Ok(split) = topic::split_shared(filter) else {
+            return false;
+        };
+        let has = |subs: &FilterSubs| match split.group {
+            None => !subs.direct.is_empty(),
+            Some(group) => subs.groups.iter().any(|g| &*g.name == group),
+        };
+        let inner = split.filter;
+        if !topic::has_wildcards(inner) {
+            return self.shard(inner).read().get(inner).is_some_and(has);
         }
         let root = self.wildcard.read();
         let mut node = &*root;
-        for level in filter.split('/') {
+        for level in inner.split('/') {
             match node.children.get(level) {
                 Some(child) => node = child,
                 None => return false,
@@ -268,21 +277,26 @@ impl RouteTable {
         node.subs.as_ref().is_some_and(has)
     }
 
-    /// Every filter with a direct subscriber: what this node announces to its cluster peers.
-    pub fn direct_filters(&self) -> Vec<ByteString> {
+    /// Every route of this node, as announced to cluster peers: filters with a direct
+    /// subscriber, and `$share/{group}/{filter}` for each shared group with a member.
+    pub fn announced_filters(&self) -> Vec<ByteString> {
+        fn routes_of(s: &FilterSubs, out: &mut Vec<ByteString>) {
+            if !s.direct.is_empty() {
+                out.push(s.filter.clone());
+            }
+            for g in &s.groups {
+                out.push(ByteString::from(format!("$share/{}/{}", g.name, s.filter)));
+            }
+        }
         let mut out = Vec::new();
         for shard in &self.exact {
-            out.extend(
-                shard
-                    .read()
-                    .values()
-                    .filter(|s| !s.direct.is_empty())
-                    .map(|s| s.filter.clone()),
-            );
+            for s in shard.read().values() {
+                routes_of(s, &mut out);
+            }
         }
         fn collect(node: &Node, out: &mut Vec<ByteString>) {
-            if let Some(s) = node.subs.as_ref().filter(|s| !s.direct.is_empty()) {
-                out.push(s.filter.clone());
+            if let Some(s) = &node.subs {
+                routes_of(s, out);
             }
             for child in node.children.values() {
                 collect(child, out);

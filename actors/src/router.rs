@@ -9,14 +9,15 @@
 //!
 //! Filters are spread over the routers by a fixed hash, so that all changes to one filter are
 //! serialized through one mailbox. That makes the router the place that knows when a filter
-//! gains its first direct subscriber or loses its last one, which it tells the cluster bridge
+//! gains its first direct subscriber or loses its last one (or a shared group its first or
+//! last member), which it tells the cluster bridge
 //! (the node's route announcement, DESIGN §5). Publishes never pass through a router: they
 //! read the table directly.
 
 use std::sync::Arc;
 
+use beamq_protocol::ByteString;
 use beamq_protocol::session::Subscription;
-use beamq_protocol::{ByteString, topic};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::broker::Broker;
@@ -104,7 +105,7 @@ impl Actor for Router {
                 for (filter, subscription) in subs {
                     // All changes to one filter pass through this router, so the check and
                     // the insert cannot be split by another change to the same filter.
-                    let first = is_direct(&filter) && !routes.has_direct(&filter);
+                    let first = !routes.has_route(&filter);
                     routes.insert(
                         &filter,
                         RouteEntry {
@@ -112,7 +113,7 @@ impl Actor for Router {
                             subscription,
                         },
                     );
-                    if first && routes.has_direct(&filter) {
+                    if first && routes.has_route(&filter) {
                         state.broker.cluster.announce(&filter, true);
                     }
                 }
@@ -125,7 +126,7 @@ impl Actor for Router {
             } => {
                 for filter in &filters {
                     let removed = routes.remove(filter, &client);
-                    if removed && is_direct(filter) && !routes.has_direct(filter) {
+                    if removed && !routes.has_route(filter) {
                         state.broker.cluster.announce(filter, false);
                     }
                 }
@@ -138,9 +139,4 @@ impl Actor for Router {
         }
         Ok(())
     }
-}
-
-/// A subscription that is not shared: its filter is what the cluster routes by.
-fn is_direct(filter: &str) -> bool {
-    topic::split_shared(filter).is_ok_and(|s| s.group.is_none())
 }

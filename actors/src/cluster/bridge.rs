@@ -10,10 +10,6 @@
 //! routes live in [`ClusterState`] (the broker context); a restarted bridge clears them and
 //! greets every peer again, and each answers with a full sync.
 //!
-//! Only filters with direct subscribers are announced (routers decide): shared subscription
-//! groups are still node-local, since announcing `$share/g/f` would make every node with a
-//! member deliver its own copy.
-//!
 //! A peer is linked once its Hello has arrived. It is unlinked when its bridge leaves the
 //! group (the link closed) or when it has been silent for `cluster.failure_timeout`; then its
 //! routes are purged and, in the second case, its link is closed so that both sides start
@@ -25,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use beamq_protocol::ByteString;
+use beamq_protocol::session::ShareRef;
 use ractor::pg::{self, GroupChangeMessage};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -34,8 +31,10 @@ use ractor_cluster::NodeServerMessage;
 use tokio::task::JoinHandle;
 
 use super::remote_routes::PeerName;
-use super::wire::{BRIDGE_GROUP, BridgeMsg, Local, PeerStatus, Wire, WireMessage, WireSession};
-use super::{ClusterState, Peer};
+use super::wire::{
+    BRIDGE_GROUP, BridgeMsg, Local, PeerStatus, Wire, WireForward, WireMessage, WireSession,
+};
+use super::{ClusterState, Peer, Target};
 use crate::broker::Broker;
 use crate::client::ClientMsg;
 
@@ -199,7 +198,7 @@ impl BridgeState {
         let filters = self
             .broker
             .routes
-            .direct_filters()
+            .announced_filters()
             .into_iter()
             .map(|f| f.to_string())
             .collect();
@@ -346,11 +345,19 @@ impl BridgeState {
         Some(peer.name.clone())
     }
 
-    fn dispatch(&self, messages: Vec<WireMessage>, now: Instant) {
+    fn dispatch(&self, messages: Vec<WireForward>, now: Instant) {
         let mut batch = Vec::with_capacity(messages.len());
         for w in messages {
-            match w.into_message(now) {
-                Some(m) => batch.push(m),
+            let target = Target {
+                direct: w.direct,
+                shares: w
+                    .shares
+                    .into_iter()
+                    .map(|(group, filter)| ShareRef { group, filter })
+                    .collect(),
+            };
+            match w.message.into_message(now) {
+                Some(m) => batch.push((m, target)),
                 None => self.broker.metrics.cluster_bad_messages.inc(),
             }
         }

@@ -28,21 +28,41 @@ pub use ractor_cluster;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use beamq_protocol::ByteString;
-use beamq_protocol::session::Message;
+use beamq_protocol::session::{Message, ShareRef};
 use parking_lot::RwLock;
 use ractor::ActorRef;
 
+use crate::config::ShareStrategy;
 use crate::metrics::Metrics;
 use remote_routes::{PeerName, RemoteRoutes};
-use wire::{BridgeMsg, Local, Wire, WireMessage};
+use wire::{BridgeMsg, Local, Wire, WireForward, WireMessage};
 
 /// Registered name of the `NodeServer` actor, so that the cluster actors find it again after a
 /// restart.
 pub const NODE_SERVER_NAME: &str = "beamq.node_server";
+
+/// What a node receiving a forwarded message delivers it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Its direct (non-shared) subscribers.
+    pub direct: bool,
+    /// One member of each of these shared groups.
+    pub shares: Vec<ShareRef>,
+}
+
+impl Target {
+    /// Direct subscribers only.
+    pub fn direct() -> Target {
+        Target {
+            direct: true,
+            shares: Vec::new(),
+        }
+    }
+}
 
 /// A linked peer, as the publish path sees it.
 #[derive(Debug)]
@@ -67,6 +87,8 @@ pub struct ClusterState {
     /// This node's bridge, for route announcements.
     bridge: RwLock<Option<ActorRef<BridgeMsg>>>,
     window: u64,
+    /// Round-robin position over the nodes of shared groups.
+    share_cursor: AtomicUsize,
 }
 
 impl ClusterState {
@@ -78,6 +100,7 @@ impl ClusterState {
             peers: RwLock::new(HashMap::new()),
             bridge: RwLock::new(None),
             window: window as u64,
+            share_cursor: AtomicUsize::new(0),
         }
     }
 
@@ -128,9 +151,32 @@ impl ClusterState {
         }
     }
 
+    /// Which of `candidates` nodes gets a shared-group message: round robin (also for
+    /// `random` and `sticky`, whose per-member choice is made on the node picked), or a stable
+    /// hash of the publisher or the topic for the hash strategies, so that the same key always
+    /// reaches the same node.
+    pub fn pick_share(
+        &self,
+        strategy: ShareStrategy,
+        message: &Message,
+        candidates: usize,
+    ) -> usize {
+        let n = candidates.max(1);
+        let hash = |s: &str| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(s, &mut h);
+            std::hash::Hasher::finish(&h) as usize
+        };
+        match strategy {
+            ShareStrategy::HashClientid => hash(&message.publisher) % n,
+            ShareStrategy::HashTopic => hash(&message.topic) % n,
+            _ => self.share_cursor.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
     /// Sends `messages` to `node` in one actor message, within its send window. Messages
     /// beyond the window, or for a peer that is gone, are dropped and counted.
-    pub fn forward(&self, node: &str, messages: &[Arc<Message>], metrics: &Metrics) {
+    pub fn forward(&self, node: &str, messages: &[(Arc<Message>, Target)], metrics: &Metrics) {
         let n = messages.len() as u64;
         let Some(peer) = self.peer(node) else {
             metrics.cluster_dropped.add(n);
@@ -148,7 +194,15 @@ impl ClusterState {
             from: self.node.to_string(),
             messages: messages
                 .iter()
-                .map(|m| WireMessage::from_message(m, now))
+                .map(|(m, target)| WireForward {
+                    message: WireMessage::from_message(m, now),
+                    direct: target.direct,
+                    shares: target
+                        .shares
+                        .iter()
+                        .map(|s| (s.group.clone(), s.filter.clone()))
+                        .collect(),
+                })
                 .collect(),
         };
         if peer.bridge.cast(BridgeMsg::Remote(wire)).is_err() {

@@ -50,8 +50,8 @@ pub enum Wire {
     Forward {
         /// Sender's node name.
         from: String,
-        /// The messages, in publish order.
-        messages: Vec<WireMessage>,
+        /// The messages, in publish order, each with what to deliver it to.
+        messages: Vec<WireForward>,
     },
     /// Retained messages of the sender, for the receiver's store only (sync after a link
     /// comes up); no subscriber receives them as new publishes.
@@ -97,6 +97,17 @@ pub enum Wire {
         /// Sender's node name.
         from: String,
     },
+}
+
+/// A forwarded message and what the receiver delivers it to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireForward {
+    /// The message.
+    pub message: WireMessage,
+    /// Deliver to direct subscribers.
+    pub direct: bool,
+    /// Deliver to one member of each of these shared groups (group, filter).
+    pub shares: Vec<(ByteString, ByteString)>,
 }
 
 /// An application message on the wire. Expiry travels as time left, so it is decremented by
@@ -395,7 +406,11 @@ mod tests {
         m.publisher = "pub-1".into();
         let wire = Wire::Forward {
             from: "b1@127.0.0.1".into(),
-            messages: vec![WireMessage::from_message(&m, now)],
+            messages: vec![WireForward {
+                message: WireMessage::from_message(&m, now),
+                direct: true,
+                shares: vec![("g".into(), "a/+".into())],
+            }],
         };
         let ser = BridgeMsg::Remote(wire.clone())
             .serialize()
@@ -410,7 +425,7 @@ mod tests {
         let again = messages
             .into_iter()
             .next()
-            .and_then(|w| w.into_message(now))
+            .and_then(|w| w.message.into_message(now))
             .expect("valid");
         assert_eq!(again.payload, m.payload);
         assert_eq!(again.qos, QoS::ExactlyOnce);
