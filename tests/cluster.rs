@@ -27,13 +27,25 @@ const FAST: &[(&str, &str)] = &[
 
 /// Starts node `name@host` seeded with `seeds`, waits for its MQTT port.
 async fn node(name: &str, host: &str, seeds: &[String], cookie: &str) -> Running {
+    node_with(name, host, seeds, cookie, &[]).await
+}
+
+/// As [`node`], with environment variables on top of [`FAST`].
+async fn node_with(
+    name: &str,
+    host: &str,
+    seeds: &[String],
+    cookie: &str,
+    env: &[(&str, &str)],
+) -> Running {
     let node_name = format!("{name}@{host}");
     let mut args = vec!["--node", node_name.as_str(), "--cookie", cookie];
     let seeds = seeds.join(",");
     if !seeds.is_empty() {
         args.extend(["--seeds", seeds.as_str()]);
     }
-    let mut r = Running::spawn_with(free_port(), &args, FAST);
+    let env: Vec<(&str, &str)> = FAST.iter().chain(env).copied().collect();
+    let mut r = Running::spawn_with(free_port(), &args, &env);
     r.wait_ready().await;
     r
 }
@@ -518,4 +530,47 @@ async fn a_shared_group_spanning_nodes_gets_each_message_exactly_once() {
     p1.publish("solo", QoS::AtLeastOnce, false, b"to b2").await;
     let p = within("group member on the other node", lone.next_publish()).await;
     assert_eq!(p.payload.as_ref(), b"to b2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_to_a_peer_that_stopped_reading_is_bounded_by_the_send_window() {
+    let host = |i: u8| format!("127.0.19.{i}");
+    // Failure detection is slow here on purpose: the peer stays linked while it is stopped.
+    let env = [
+        ("BEAMQ__CLUSTER__SEND_WINDOW", "50"),
+        ("BEAMQ__CLUSTER__FAILURE_TIMEOUT", "60s"),
+        ("BEAMQ__SYS__INTERVAL", "200ms"),
+    ];
+    let n1 = node_with("b1", &host(1), &[], "c9", &env).await;
+    let n2 = node_with("b2", &host(2), &[format!("b1@{}", host(1))], "c9", &env).await;
+    let mut s2 = client(&n2, "window-sub").await;
+    s2.subscribe("w/t", QoS::AtMostOnce).await;
+    let mut p1 = client(&n1, "window-pub").await;
+    await_route(&mut p1, &mut s2, "w/t").await;
+    let mut sys = client(&n1, "window-sys").await;
+    let dropped_topic = format!("$SYS/brokers/b1@{}/cluster/dropped", host(1));
+    sys.subscribe(&dropped_topic, QoS::AtMostOnce).await;
+
+    n2.signal("STOP");
+    for i in 0..300 {
+        p1.publish("w/t", QoS::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+    // At most a window's worth went to the stopped peer; the rest was dropped and counted.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = within("$SYS cluster/dropped", sys.next_publish()).await;
+        let dropped: u64 = String::from_utf8_lossy(&p.payload)
+            .parse()
+            .expect("a number");
+        assert!(dropped <= 300, "{dropped}");
+        if dropped >= 250 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {dropped} counted as dropped"
+        );
+    }
+    n2.signal("CONT");
 }

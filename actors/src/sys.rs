@@ -82,7 +82,7 @@ pub fn sys_values(broker: &Broker) -> Vec<(String, String)> {
     let m = &broker.metrics;
     let node = &broker.config.node.name;
     let p = |suffix: &str| format!("$SYS/brokers/{node}/{suffix}");
-    vec![
+    let mut values = vec![
         (p("version"), env!("CARGO_PKG_VERSION").to_string()),
         (
             p("uptime"),
@@ -104,7 +104,33 @@ pub fn sys_values(broker: &Broker) -> Vec<(String, String)> {
         (p("messages/dropped"), m.messages_dropped().to_string()),
         (p("bytes/received"), m.bytes_received.get().to_string()),
         (p("bytes/sent"), m.bytes_sent.get().to_string()),
-    ]
+    ];
+    if broker.config.cluster.enable {
+        let c = &broker.cluster;
+        values.extend([
+            (p("cluster/peers"), c.peers().len().to_string()),
+            (p("cluster/routes"), c.routes.len().to_string()),
+            (
+                p("cluster/forwarded"),
+                m.cluster_forwarded.get().to_string(),
+            ),
+            (p("cluster/received"), m.cluster_received.get().to_string()),
+            (p("cluster/dropped"), m.cluster_dropped.get().to_string()),
+            (
+                p("cluster/peers_timed_out"),
+                m.cluster_peers_timed_out.get().to_string(),
+            ),
+            (
+                p("cluster/links_refused"),
+                m.cluster_links_refused.get().to_string(),
+            ),
+            (
+                p("cluster/bad_messages"),
+                m.cluster_bad_messages.get().to_string(),
+            ),
+        ]);
+    }
+    values
 }
 
 fn publish_all(broker: &Broker) {
