@@ -15,7 +15,7 @@
 //! under the one_for_all root: a registry crash then restarts the registry alone, with its table
 //! intact, instead of disconnecting every client.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ use beamq_actors::client::ClientMsg;
 use beamq_actors::cluster::NODE_SERVER_NAME;
 use beamq_actors::cluster::bridge::Bridge;
 use beamq_actors::cluster::membership::Membership;
+use beamq_actors::cluster::ractor_cluster::node::NodeConnectionMode;
+use beamq_actors::cluster::tls_listener::{TlsListener, TlsListenerArgs};
 use beamq_actors::config::Config;
 use beamq_actors::config::NodeName;
 use beamq_actors::listener::{Listener, ListenerArgs};
@@ -50,6 +52,9 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The cluster TLS files cannot be used (the message names the key).
+    #[error("cluster TLS: {0}")]
+    ClusterTls(String),
     /// The supervision tree did not start (a listener could not bind, ...).
     #[error("node failed to start: {0}")]
     Start(String),
@@ -174,7 +179,14 @@ fn cluster_sup(broker: &Arc<Broker>) -> SupervisorSpec {
     } else {
         cluster.bind.clone()
     };
-    SupervisorSpec::new(Strategy::RestForOne)
+    let bind_host = bind.clone();
+    let tls = broker.cluster.tls();
+    let handshake = cluster
+        .handshake_timeout
+        .get()
+        .unwrap_or(Duration::from_secs(5));
+    let tls_on = tls.is_some();
+    let mut sup = SupervisorSpec::new(Strategy::RestForOne)
         .with_intensity(10, Duration::from_secs(10))
         .child(ChildSpec::worker(
             "node_server",
@@ -183,35 +195,70 @@ fn cluster_sup(broker: &Arc<Broker>) -> SupervisorSpec {
                 let (me, cookie, bind) = (me.clone(), cluster.cookie.clone(), bind.clone());
                 async move {
                     let ip = resolve_bind(&bind).await;
+                    // With TLS, beamq's own listener owns the cluster port and hands finished
+                    // handshakes over; the node server's built-in listener is kept off the
+                    // network (loopback, any port), and meshing goes through membership,
+                    // which dials with TLS (ractor_cluster's transitive dialling is plain).
+                    let (server_port, mode, listen) = if tls_on {
+                        (
+                            0,
+                            NodeConnectionMode::Isolated,
+                            Some(IpAddr::from([127, 0, 0, 1])),
+                        )
+                    } else {
+                        // `None` would mean Isolated: joining one member must mesh with all.
+                        (port, NodeConnectionMode::Transitive, ip)
+                    };
                     let mut server = beamq_actors::cluster::ractor_cluster::NodeServer::new(
-                        port,
+                        server_port,
                         cookie,
                         me.name.clone(),
                         me.host.clone(),
                         None,
-                        // `None` would mean Isolated: joining one member must mesh with all.
-                        Some(beamq_actors::cluster::ractor_cluster::node::NodeConnectionMode::Transitive),
+                        Some(mode),
                     );
-                    if let Some(ip) = ip {
+                    if let Some(ip) = listen {
                         server = server.with_listen_addr(ip);
                     }
-                    tracing::info!(node = %me, port, %bind, "cluster listener starting");
+                    tracing::info!(node = %me, port, %bind, tls = tls_on, "cluster starting");
                     Actor::spawn_linked(Some(NODE_SERVER_NAME.to_string()), server, (), sup).await
                 }
             },
-        ))
-        .child(ChildSpec::actor(
-            "membership",
+        ));
+    if let Some(tls) = tls {
+        let (bind_host, broker) = (bind_host.clone(), broker.clone());
+        sup = sup.child(ChildSpec::worker(
+            "tls_listener",
             Restart::Permanent,
-            Membership,
-            broker.clone(),
-        ))
-        .child(ChildSpec::actor(
-            "bridge",
-            Restart::Permanent,
-            Bridge,
-            broker.clone(),
-        ))
+            move |sup| {
+                let (tls, bind_host, broker) = (tls.clone(), bind_host.clone(), broker.clone());
+                async move {
+                    let ip = resolve_bind(&bind_host)
+                        .await
+                        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                    let args = TlsListenerArgs {
+                        addr: SocketAddr::new(ip, port),
+                        tls,
+                        handshake_timeout: handshake,
+                        broker,
+                    };
+                    Actor::spawn_linked(None, TlsListener, args, sup).await
+                }
+            },
+        ));
+    }
+    sup.child(ChildSpec::actor(
+        "membership",
+        Restart::Permanent,
+        Membership,
+        broker.clone(),
+    ))
+    .child(ChildSpec::actor(
+        "bridge",
+        Restart::Permanent,
+        Bridge,
+        broker.clone(),
+    ))
 }
 
 /// The address the cluster listener binds: an address as given, or the first address of a
@@ -238,6 +285,11 @@ impl Node {
             source,
         })?;
         let broker = Broker::new(config);
+        let c = &broker.config.cluster;
+        if c.enable && c.tls.enable {
+            let tls = beamq_actors::cluster::tls::load(&c.tls).map_err(NodeError::ClusterTls)?;
+            broker.cluster.set_tls(tls);
+        }
         let spec = tree(&broker);
         let root_stats = spec.stats();
         let (root, _join) = start_supervisor(spec, None)

@@ -574,3 +574,113 @@ async fn forwarding_to_a_peer_that_stopped_reading_is_bounded_by_the_send_window
     }
     n2.signal("CONT");
 }
+
+/// A CA and, for each host, a certificate for that IP signed by it, as PEM files in `dir`:
+/// `ca.pem`, `{host}.pem`, `{host}.key`.
+fn make_certs(dir: &std::path::Path, hosts: &[String]) {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    for host in hosts {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec![host.clone()]).expect("params");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
+        std::fs::write(dir.join(format!("{host}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{host}.key")), key.serialize_pem()).expect("write");
+    }
+}
+
+fn tls_env(dir: &std::path::Path, host: &str) -> Vec<(String, String)> {
+    let p = |f: String| dir.join(f).to_string_lossy().into_owned();
+    vec![
+        ("BEAMQ__CLUSTER__TLS__ENABLE".into(), "true".into()),
+        (
+            "BEAMQ__CLUSTER__TLS__CERT_FILE".into(),
+            p(format!("{host}.pem")),
+        ),
+        (
+            "BEAMQ__CLUSTER__TLS__KEY_FILE".into(),
+            p(format!("{host}.key")),
+        ),
+        ("BEAMQ__CLUSTER__TLS__CA_FILE".into(), p("ca.pem".into())),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_links_over_mutual_tls_mesh_and_refuse_a_foreign_ca() {
+    let host = |i: u8| format!("127.0.20.{i}");
+    let good = tempfile::tempdir().expect("dir");
+    let rogue = tempfile::tempdir().expect("dir");
+    make_certs(good.path(), &[host(1), host(2), host(3)]);
+    make_certs(rogue.path(), &[host(4)]);
+    let start = |i: u8, dir: &std::path::Path, seeds: Vec<String>| {
+        let env = tls_env(dir, &host(i));
+        let name = format!("b{i}");
+        let h = host(i);
+        async move {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            node_with(&name, &h, &seeds, "c10", &env).await
+        }
+    };
+    let n1 = start(1, good.path(), vec![]).await;
+    // b3 is introduced to b2 only through b1: with TLS, meshing is beamq's own.
+    let n2 = start(2, good.path(), vec![format!("b1@{}", host(1))]).await;
+    let n3 = start(3, good.path(), vec![format!("b1@{}", host(1))]).await;
+    let mut s3 = client(&n3, "tls-sub").await;
+    s3.subscribe("tls/t", QoS::AtLeastOnce).await;
+    let mut p2 = client(&n2, "tls-pub").await;
+    await_route(&mut p2, &mut s3, "tls/t").await;
+    p2.publish("tls/t", QoS::AtLeastOnce, false, b"sealed")
+        .await;
+    let p = within("delivery over TLS", s3.next_publish()).await;
+    assert_eq!(p.payload.as_ref(), b"sealed");
+
+    // Same cookie, certificate from another CA: refused at the TLS handshake.
+    let n4 = start(4, rogue.path(), vec![format!("b1@{}", host(1))]).await;
+    eventually("b1 refuses the foreign certificate", || {
+        n1.logs().contains("cluster TLS handshake refused")
+    })
+    .await;
+    let mut s4 = client(&n4, "rogue-sub").await;
+    s4.subscribe("tls/r", QoS::AtLeastOnce).await;
+    let mut p1 = client(&n1, "tls-pub-1").await;
+    for _ in 0..3 {
+        match p1.publish("tls/r", QoS::AtLeastOnce, false, b"x").await {
+            Some(Packet::PubAck(a)) => assert_eq!(a.reason, PubAckReason::NoMatchingSubscribers),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unusable_cluster_tls_files_stop_the_start_naming_the_key() {
+    let mut r = Running::spawn_with(
+        free_port(),
+        &["--node", "b1@127.0.21.1"],
+        &[
+            ("BEAMQ__CLUSTER__TLS__ENABLE", "true"),
+            ("BEAMQ__CLUSTER__TLS__CERT_FILE", "/nonexistent/cert.pem"),
+            ("BEAMQ__CLUSTER__TLS__KEY_FILE", "/nonexistent/key.pem"),
+            ("BEAMQ__CLUSTER__TLS__CA_FILE", "/nonexistent/ca.pem"),
+        ],
+    );
+    let status = r.wait_exit(WAIT).await;
+    assert!(!status.success());
+    assert!(r.logs().contains("cluster.tls.cert_file"), "{}", r.logs());
+    // Enabled without files: a configuration error, exit status 2.
+    let mut r = Running::spawn_with(
+        free_port(),
+        &["--node", "b1@127.0.21.2"],
+        &[("BEAMQ__CLUSTER__TLS__ENABLE", "true")],
+    );
+    assert_eq!(r.wait_exit(WAIT).await.code(), Some(2));
+    assert!(r.logs().contains("cluster.tls.cert_file"), "{}", r.logs());
+}

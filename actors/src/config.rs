@@ -344,6 +344,24 @@ pub struct ClusterConfig {
     /// that peer are dropped and counted (`cluster_dropped`), so a slow peer cannot grow this
     /// node's memory without limit.
     pub send_window: usize,
+    /// TLS on cluster links.
+    pub tls: ClusterTlsConfig,
+}
+
+/// `[cluster.tls]`: mutual TLS between nodes. Each node presents `cert_file` and accepts only
+/// peers whose certificate is signed by `ca_file`; a node's certificate must be valid for the
+/// host part of its node name (an IP address SAN for `b1@10.0.0.7`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTlsConfig {
+    /// Encrypt and authenticate cluster links.
+    pub enable: bool,
+    /// This node's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// The CA that signs every node's certificate (PEM).
+    pub ca_file: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -361,6 +379,7 @@ impl Default for ClusterConfig {
             handshake_timeout: DurationStr(Some(Duration::from_secs(5))),
             reconnect_max_backoff: DurationStr(Some(Duration::from_secs(5))),
             send_window: 100_000,
+            tls: ClusterTlsConfig::default(),
         }
     }
 }
@@ -568,6 +587,20 @@ impl Config {
         }
         if c.send_window == 0 {
             return Err(bad("cluster.send_window", "expected at least 1"));
+        }
+        if c.tls.enable {
+            for (key, path) in [
+                ("cluster.tls.cert_file", &c.tls.cert_file),
+                ("cluster.tls.key_file", &c.tls.key_file),
+                ("cluster.tls.ca_file", &c.tls.ca_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(bad(
+                        key,
+                        "expected a PEM file when cluster.tls.enable = true",
+                    ));
+                }
+            }
         }
         if self.broker.routers == 0 || self.broker.routers > 256 {
             return Err(bad("broker.routers", "expected 1 ..= 256"));

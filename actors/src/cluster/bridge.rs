@@ -202,11 +202,18 @@ impl BridgeState {
             .into_iter()
             .map(|f| f.to_string())
             .collect();
+        let peers = self
+            .cluster()
+            .peers()
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect();
         let to: ActorRef<BridgeMsg> = cell.clone().into();
         let _ = to.cast(BridgeMsg::Remote(Wire::Hello {
             from: self.node(),
             incarnation: self.incarnation,
             filters,
+            peers,
             reply,
         }));
     }
@@ -218,8 +225,10 @@ impl BridgeState {
                 from,
                 incarnation,
                 filters,
+                peers,
                 reply,
             } => {
+                self.cluster().learn(peers);
                 let Some(cell) = resolve_bridge(&from).await else {
                     // Its link is not fully up yet as seen from here; the next tick greets
                     // every bridge not linked, and it answers again.

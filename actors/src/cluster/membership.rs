@@ -24,7 +24,11 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage};
 use tokio::task::JoinHandle;
 
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
 use super::NODE_SERVER_NAME;
+use super::tls::{ClusterTls, TlsLink};
 use crate::broker::Broker;
 use crate::config::{DiscoveryStrategy, NodeName};
 
@@ -68,6 +72,8 @@ pub enum MembershipMsg {
     Join(String, RpcReplyPort<Result<(), String>>),
     /// Forget this member and close its links (it left, or an operator removed it).
     Forget(String),
+    /// Members a peer is linked with (dialled if new).
+    Learn(Vec<String>),
     /// Known members.
     Status(RpcReplyPort<Vec<MemberStatus>>),
 }
@@ -100,6 +106,7 @@ impl NodeEventSubscription for Events {
 
 #[derive(Debug)]
 struct Member {
+    host: String,
     addr: String,
     backoff: Duration,
     next_dial: Instant,
@@ -131,6 +138,7 @@ impl Drop for MembershipState {
         if let Some(t) = &self.timer {
             t.abort();
         }
+        self.broker.cluster.set_membership(None);
     }
 }
 
@@ -155,6 +163,7 @@ impl Actor for Membership {
             subscription: Box::new(Events(myself.clone())),
         })?;
         let timer = myself.send_interval(TICK, || MembershipMsg::Tick);
+        broker.cluster.set_membership(Some(myself.clone()));
         let mut state = MembershipState {
             me,
             members: BTreeMap::new(),
@@ -193,6 +202,11 @@ impl Actor for Membership {
             MembershipMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
+            MembershipMsg::Learn(names) => {
+                for name in names {
+                    state.learn(&name);
+                }
+            }
         }
         Ok(())
     }
@@ -216,6 +230,7 @@ impl MembershipState {
         self.members.insert(
             name.to_string(),
             Member {
+                host: node.host.clone(),
                 addr,
                 backoff: MIN_BACKOFF,
                 next_dial: Instant::now(),
@@ -327,12 +342,11 @@ impl MembershipState {
             }
             m.next_dial = now + m.backoff;
             m.backoff = (m.backoff * 2).min(max_backoff);
-            let (server, addr, name) = (server.clone(), m.addr.clone(), name.clone());
+            let (server, addr, host, name) =
+                (server.clone(), m.addr.clone(), m.host.clone(), name.clone());
+            let tls = self.broker.cluster.tls();
             tokio::spawn(async move {
-                let dial = tokio::time::timeout(
-                    handshake,
-                    ractor_cluster::client_connect(&server, addr.as_str()),
-                );
+                let dial = tokio::time::timeout(handshake, dial(server, addr.clone(), host, tls));
                 match dial.await {
                     Ok(Ok(())) => tracing::debug!(peer = %name, %addr, "dialled cluster member"),
                     Ok(Err(e)) => {
@@ -359,4 +373,32 @@ impl MembershipState {
 /// The running node server, if any.
 pub fn node_server() -> Option<ActorRef<NodeServerMessage>> {
     ractor::registry::where_is(NODE_SERVER_NAME).map(Into::into)
+}
+
+/// Opens a link to `addr`: plain, or TLS with the peer's host name as the name its certificate
+/// must carry. The cookie handshake follows in the node server.
+async fn dial(
+    server: ActorRef<NodeServerMessage>,
+    addr: String,
+    host: String,
+    tls: Option<ClusterTls>,
+) -> Result<(), String> {
+    let Some(tls) = tls else {
+        return ractor_cluster::client_connect(&server, addr.as_str())
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let name = ServerName::try_from(host).map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect(addr.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let stream = tls
+        .connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    ractor_cluster::client_connect_external(&server, Box::new(TlsLink::new(stream, addr)))
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -21,14 +21,16 @@
 pub mod bridge;
 pub mod membership;
 pub mod remote_routes;
+pub mod tls;
+pub mod tls_listener;
 pub mod wire;
 
 /// The link layer, for the node wiring that starts its `NodeServer`.
 pub use ractor_cluster;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use beamq_protocol::ByteString;
@@ -38,7 +40,9 @@ use ractor::ActorRef;
 
 use crate::config::ShareStrategy;
 use crate::metrics::Metrics;
+use membership::MembershipMsg;
 use remote_routes::{PeerName, RemoteRoutes};
+use tls::ClusterTls;
 use wire::{BridgeMsg, Local, Wire, WireForward, WireMessage};
 
 /// Registered name of the `NodeServer` actor, so that the cluster actors find it again after a
@@ -86,6 +90,8 @@ pub struct ClusterState {
     peers: RwLock<HashMap<PeerName, Arc<Peer>>>,
     /// This node's bridge, for route announcements.
     bridge: RwLock<Option<ActorRef<BridgeMsg>>>,
+    membership: RwLock<Option<ActorRef<MembershipMsg>>>,
+    tls: OnceLock<ClusterTls>,
     window: u64,
     /// Round-robin position over the nodes of shared groups.
     share_cursor: AtomicUsize,
@@ -99,6 +105,8 @@ impl ClusterState {
             routes: RemoteRoutes::default(),
             peers: RwLock::new(HashMap::new()),
             bridge: RwLock::new(None),
+            membership: RwLock::new(None),
+            tls: OnceLock::new(),
             window: window as u64,
             share_cursor: AtomicUsize::new(0),
         }
@@ -127,6 +135,28 @@ impl ClusterState {
 
     pub(crate) fn remove_peer(&self, name: &str) -> Option<Arc<Peer>> {
         self.peers.write().remove(name)
+    }
+
+    /// Sets the TLS configuration of cluster links (once, at node start).
+    pub fn set_tls(&self, tls: ClusterTls) {
+        let _ = self.tls.set(tls);
+    }
+
+    /// TLS for cluster links, when enabled.
+    pub fn tls(&self) -> Option<ClusterTls> {
+        self.tls.get().cloned()
+    }
+
+    pub(crate) fn set_membership(&self, m: Option<ActorRef<MembershipMsg>>) {
+        *self.membership.write() = m;
+    }
+
+    /// Members a peer knows of: membership dials the ones this node does not know yet, which
+    /// meshes the cluster however nodes were introduced.
+    pub(crate) fn learn(&self, names: Vec<String>) {
+        if let Some(m) = &*self.membership.read() {
+            let _ = m.cast(MembershipMsg::Learn(names));
+        }
     }
 
     pub(crate) fn bridge(&self) -> Option<ActorRef<BridgeMsg>> {

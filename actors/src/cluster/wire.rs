@@ -33,6 +33,8 @@ pub enum Wire {
         incarnation: u64,
         /// Every filter with a subscriber on the sender.
         filters: Vec<String>,
+        /// The sender's linked peers, so the receiver links with all of them.
+        peers: Vec<String>,
         /// True when the receiver should answer with its own Hello.
         reply: bool,
     },
