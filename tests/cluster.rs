@@ -684,3 +684,23 @@ async fn unusable_cluster_tls_files_stop_the_start_naming_the_key() {
     assert_eq!(r.wait_exit(WAIT).await.code(), Some(2));
     assert!(r.logs().contains("cluster.tls.cert_file"), "{}", r.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_discovery_finds_members_from_the_records_of_a_name() {
+    // `localhost` resolves to 127.0.0.1 (and perhaps ::1, where nobody listens): with app
+    // `d1`, the member found is d1@127.0.0.1. (These nodes use 127.0.0.1 and the derived
+    // ports 4371/4372; the other tests keep to hosts of their own.)
+    let n1 = node("d1", "127.0.0.1", &[], "c11").await;
+    let env = [
+        ("BEAMQ__CLUSTER__DISCOVERY", "dns"),
+        ("BEAMQ__CLUSTER__DNS__NAME", "localhost"),
+        ("BEAMQ__CLUSTER__DNS__APP", "d1"),
+        ("BEAMQ__CLUSTER__DNS__INTERVAL", "1s"),
+    ];
+    let n2 = node_with("d2", "127.0.0.1", &[], "c11", &env).await;
+    let mut s1 = client(&n1, "dns-sub").await;
+    s1.subscribe("dns/t", QoS::AtLeastOnce).await;
+    let mut p2 = client(&n2, "dns-pub").await;
+    await_route(&mut p2, &mut s1, "dns/t").await;
+    assert!(n2.logs().contains("d1@127.0.0.1"), "{}", n2.logs());
+}
