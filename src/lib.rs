@@ -2,6 +2,7 @@
 //! shutdown. The binary (`main.rs`) is a thin CLI over this library, and the integration tests
 //! start nodes through it in-process.
 
+pub mod admin;
 pub mod config;
 pub mod logging;
 pub mod node;

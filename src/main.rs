@@ -33,6 +33,27 @@ struct Cli {
 enum Command {
     /// Run a node in the foreground.
     Start(ConfigArgs),
+    /// Run one command on a running node and print the answer (`beamq ctl help` lists them).
+    Ctl(CtlArgs),
+}
+
+#[derive(Args, Debug)]
+struct CtlArgs {
+    /// The node to ask (default: node.name of the configuration, beamq@127.0.0.1).
+    #[arg(long, value_name = "NAME@HOST")]
+    node: Option<String>,
+    /// Its cookie (default: cluster.cookie of the configuration).
+    #[arg(long, value_name = "SECRET")]
+    cookie: Option<String>,
+    /// Configuration file to take the defaults from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The command, e.g. `status`, `cluster status`, `clients kick ID`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -78,6 +99,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (run, sub) = match cli.command {
         Some(Command::Start(args)) => (true, args),
+        Some(Command::Ctl(args)) => return ctl(args),
         None => (false, ConfigArgs::default()),
     };
     let overrides = cli.opts.merge(sub);
@@ -147,5 +169,50 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `beamq ctl`: exit 0 with the answer on stdout, 1 with the node's error (or why it could not
+/// be reached) on stderr, 2 for a configuration error.
+fn ctl(args: CtlArgs) -> ExitCode {
+    let overrides = Overrides {
+        config_file: args.config.clone(),
+        ..Overrides::default()
+    };
+    let cfg = match config::load(&overrides, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("beamq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // `beamq ctl status --json`: the flag may follow the command.
+    let json = args.json || args.command.iter().any(|a| a == "--json");
+    let command: Vec<String> = args.command.into_iter().filter(|a| a != "--json").collect();
+    let node = args.node.unwrap_or(cfg.node.name);
+    let cookie = args.cookie.unwrap_or(cfg.cluster.cookie);
+    let socket = beamq::admin::socket_path(&node);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("beamq: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(beamq::admin::client::run(&socket, &cookie, &command, json)) {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("beamq ctl: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

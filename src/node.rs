@@ -6,7 +6,8 @@
 //! ├ router_sup (one_for_one)        router-0 .. router-N (permanent), retainer (permanent)
 //! ├ broker_sup (one_for_one)        registry (permanent), sys (permanent)
 //! ├ session_sup (dynamic)           one temporary client actor per MQTT client
-//! └ listener_sup (one_for_one)      one listener per configured endpoint (permanent)
+//! ├ listener_sup (one_for_one)      one listener per configured endpoint (permanent)
+//! └ admin (permanent)               the admin socket (`beamq ctl`), unless admin.enable = false
 //! ```
 //!
 //! The tree is data, built in one place ([`tree`]) and started in order; it stops in reverse
@@ -20,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beamq_actors::Broker;
+
+use crate::admin::server::Admin;
 use beamq_actors::client::ClientMsg;
 use beamq_actors::cluster::NODE_SERVER_NAME;
 use beamq_actors::cluster::bridge::Bridge;
@@ -155,10 +158,21 @@ pub fn tree(broker: &Arc<Broker>) -> SupervisorSpec {
     if config.cluster.enable {
         root = root.child(ChildSpec::supervisor("cluster_sup", cluster_sup(broker)));
     }
-    root.child(ChildSpec::supervisor("router_sup", router_sup))
+    let root = root
+        .child(ChildSpec::supervisor("router_sup", router_sup))
         .child(ChildSpec::supervisor("broker_sup", broker_sup))
         .child(session_sup)
-        .child(ChildSpec::supervisor("listener_sup", listener_sup))
+        .child(ChildSpec::supervisor("listener_sup", listener_sup));
+    if config.admin.enable {
+        root.child(ChildSpec::actor(
+            "admin",
+            Restart::Permanent,
+            Admin,
+            broker.clone(),
+        ))
+    } else {
+        root
+    }
 }
 
 /// The cluster's actors: ractor_cluster's node server (the link listener and its sessions),

@@ -703,3 +703,60 @@ async fn dns_discovery_finds_members_from_the_records_of_a_name() {
     await_route(&mut p2, &mut s1, "dns/t").await;
     assert!(n2.logs().contains("d1@127.0.0.1"), "{}", n2.logs());
 }
+
+/// `beamq ctl --node NODE --cookie COOKIE ARGS... --json`, parsed.
+fn ctl_json(node: &str, cookie: &str, args: &[&str]) -> serde_json::Value {
+    let out = beamq()
+        .args(["ctl", "--node", node, "--cookie", cookie, "--json"])
+        .args(args)
+        .output()
+        .expect("run beamq ctl");
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+fn linked(status: &serde_json::Value, member: &str) -> Option<bool> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["member"] == member)
+        .and_then(|m| m["linked"].as_bool())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_cluster_status_leave_and_join() {
+    let host = |i: u8| format!("127.0.22.{i}");
+    let (b1, b2) = (format!("b1@{}", host(1)), format!("b2@{}", host(2)));
+    let n1 = node("b1", &host(1), &[], "c12").await;
+    let n2 = node("b2", &host(2), std::slice::from_ref(&b1), "c12").await;
+    let mut s2 = client(&n2, "ctl-sub").await;
+    s2.subscribe("ctl/t", QoS::AtLeastOnce).await;
+    let mut p1 = client(&n1, "ctl-pub").await;
+    await_route(&mut p1, &mut s2, "ctl/t").await;
+    let status = ctl_json(&b1, "c12", &["cluster", "status"]);
+    assert_eq!(linked(&status, &b2), Some(true), "{status}");
+
+    // b2 leaves: b1 forgets it (no member, no route) and nobody dials again.
+    ctl_json(&b2, "c12", &["cluster", "leave"]);
+    await_puback(
+        &mut p1,
+        "ctl/t",
+        PubAckReason::NoMatchingSubscribers,
+        "b2's routes gone after leave",
+    )
+    .await;
+    eventually("b1 forgot b2", || {
+        linked(&ctl_json(&b1, "c12", &["cluster", "status"]), &b2).is_none()
+    })
+    .await;
+
+    // And joins again by name.
+    ctl_json(&b2, "c12", &["cluster", "join", &b1]);
+    await_route(&mut p1, &mut s2, "ctl/t").await;
+    let status = ctl_json(&b2, "c12", &["cluster", "status"]);
+    assert_eq!(linked(&status, &b1), Some(true), "{status}");
+}

@@ -35,6 +35,8 @@ pub struct Config {
     pub broker: BrokerConfig,
     /// Linking nodes into one broker.
     pub cluster: ClusterConfig,
+    /// The admin endpoint (`beamq ctl`).
+    pub admin: AdminConfig,
     /// Test-only switches; never enable in production.
     pub debug: DebugConfig,
 }
@@ -308,6 +310,20 @@ impl Default for BrokerConfig {
             send_timeout: DurationStr(Some(Duration::from_secs(15))),
             shutdown_timeout: DurationStr(Some(Duration::from_secs(10))),
         }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the admin socket (its path follows from the node name; requests need the cookie).
+    pub enable: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { enable: true }
     }
 }
 

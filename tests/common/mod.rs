@@ -43,6 +43,9 @@ impl TestBroker {
         if let Some(l) = config.listeners.tcp.get_mut("default") {
             l.bind = "127.0.0.1:0".parse().expect("addr");
         }
+        // In-process nodes share the default node name; the admin socket is tested through
+        // the binary (tests/admin.rs).
+        config.admin.enable = false;
         // $SYS values every 10 s would only add noise; tests that need them set it.
         config.sys.interval = DurationStr(Some(Duration::ZERO));
         f(&mut config);

@@ -310,6 +310,16 @@ impl BridgeState {
             Wire::Ping { from } => {
                 self.heard(&from, now);
             }
+            Wire::Leaving { from } => {
+                tracing::info!(peer = %from, "cluster peer leaves");
+                self.cluster().forget(from);
+            }
+            Wire::Forget { from, node } => {
+                tracing::info!(peer = %from, %node, "cluster peer removed a member");
+                if *node != *self.cluster().node {
+                    self.cluster().forget(node);
+                }
+            }
             Wire::TakeSession {
                 from,
                 req,

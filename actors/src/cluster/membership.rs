@@ -74,6 +74,8 @@ pub enum MembershipMsg {
     Forget(String),
     /// Members a peer is linked with (dialled if new).
     Learn(Vec<String>),
+    /// This node leaves: forget every member and close every link.
+    ForgetAll,
     /// Known members.
     Status(RpcReplyPort<Vec<MemberStatus>>),
 }
@@ -131,6 +133,8 @@ pub struct MembershipState {
     pending: HashMap<ActorId, Pending>,
     next_dns: Instant,
     timer: Option<JoinHandle<()>>,
+    /// Set by `leave`: seeds, DNS and peers' lists are ignored until an explicit join.
+    left: bool,
 }
 
 impl Drop for MembershipState {
@@ -171,6 +175,7 @@ impl Actor for Membership {
             pending: HashMap::new(),
             next_dns: Instant::now(),
             timer: Some(timer),
+            left: false,
             broker,
         };
         if state.broker.config.cluster.discovery == DiscoveryStrategy::Static {
@@ -191,6 +196,7 @@ impl Actor for Membership {
             MembershipMsg::Link(event) => state.link_event(event),
             MembershipMsg::Tick => state.tick().await,
             MembershipMsg::Join(name, reply) => {
+                state.left = false;
                 let r = NodeName::parse(&name).map(|_| state.learn(&name));
                 let _ = reply.send(r);
             }
@@ -201,6 +207,17 @@ impl Actor for Membership {
             }
             MembershipMsg::Status(reply) => {
                 let _ = reply.send(state.status());
+            }
+            MembershipMsg::ForgetAll => {
+                let names: Vec<String> = state.members.keys().cloned().collect();
+                state.members.clear();
+                // Members are no longer learnt from peers either: this node is on its own
+                // until `cluster join`.
+                state.left = true;
+                for name in names.iter().chain(state.linked.keys()) {
+                    super::bridge::close_link(name).await;
+                }
+                tracing::info!("left the cluster");
             }
             MembershipMsg::Learn(names) => {
                 for name in names {
@@ -218,6 +235,9 @@ impl MembershipState {
         let Ok(node) = NodeName::parse(name) else {
             return;
         };
+        if self.left {
+            return;
+        }
         if node == self.me || self.members.contains_key(name) {
             return;
         }
@@ -324,7 +344,7 @@ impl MembershipState {
                 p.session.stop(Some("beamq: handshake timeout".to_string()));
             }
         }
-        if cfg.discovery == DiscoveryStrategy::Dns && now >= self.next_dns {
+        if cfg.discovery == DiscoveryStrategy::Dns && now >= self.next_dns && !self.left {
             self.next_dns = now + cfg.dns.interval.get().unwrap_or(Duration::from_secs(10));
             match tokio::net::lookup_host((cfg.dns.name.as_str(), 0)).await {
                 Ok(addrs) => {

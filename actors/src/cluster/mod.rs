@@ -31,19 +31,20 @@ pub use ractor_cluster;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use beamq_protocol::ByteString;
 use beamq_protocol::session::{Message, ShareRef};
 use parking_lot::RwLock;
 use ractor::ActorRef;
+use ractor::rpc::CallResult;
 
 use crate::config::ShareStrategy;
 use crate::metrics::Metrics;
-use membership::MembershipMsg;
+use membership::{MemberStatus, MembershipMsg};
 use remote_routes::{PeerName, RemoteRoutes};
 use tls::ClusterTls;
-use wire::{BridgeMsg, Local, Wire, WireForward, WireMessage};
+use wire::{BridgeMsg, Local, PeerStatus, Wire, WireForward, WireMessage};
 
 /// Registered name of the `NodeServer` actor, so that the cluster actors find it again after a
 /// restart.
@@ -157,6 +158,91 @@ impl ClusterState {
         if let Some(m) = &*self.membership.read() {
             let _ = m.cast(MembershipMsg::Learn(names));
         }
+    }
+
+    pub(crate) fn forget(&self, name: String) {
+        if let Some(m) = &*self.membership.read() {
+            let _ = m.cast(MembershipMsg::Forget(name));
+        }
+    }
+
+    /// Tells every peer something (best effort).
+    fn broadcast(&self, wire: impl Fn() -> Wire) {
+        for peer in self.peers() {
+            let _ = peer.bridge.cast(BridgeMsg::Remote(wire()));
+        }
+    }
+
+    /// Known members as membership sees them, and the linked peers as the bridge sees them.
+    /// Empty without a running cluster.
+    pub async fn status(&self) -> (Vec<MemberStatus>, Vec<PeerStatus>) {
+        let timeout = Some(Duration::from_secs(2));
+        let membership = self.membership.read().clone();
+        let members = match membership {
+            Some(m) => match m.call(MembershipMsg::Status, timeout).await {
+                Ok(CallResult::Success(v)) => v,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        let peers = match self.bridge() {
+            Some(b) => match b.call(|r| BridgeMsg::Local(Local::Peers(r)), timeout).await {
+                Ok(CallResult::Success(v)) => v,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        (members, peers)
+    }
+
+    /// Links with `node` (and, through it, its cluster).
+    pub async fn join(&self, node: &str) -> Result<(), String> {
+        let m = self
+            .membership
+            .read()
+            .clone()
+            .ok_or("the cluster is not running on this node")?;
+        match m
+            .call(
+                |r| MembershipMsg::Join(node.to_string(), r),
+                Some(Duration::from_secs(2)),
+            )
+            .await
+        {
+            Ok(CallResult::Success(r)) => r,
+            _ => Err("membership did not answer".into()),
+        }
+    }
+
+    /// This node leaves: every peer is told to forget it, and it forgets them all.
+    pub fn leave(&self) -> Result<(), String> {
+        if self.membership.read().is_none() {
+            return Err("the cluster is not running on this node".into());
+        }
+        self.broadcast(|| Wire::Leaving {
+            from: self.node.to_string(),
+        });
+        if let Some(m) = &*self.membership.read() {
+            let _ = m.cast(MembershipMsg::ForgetAll);
+        }
+        Ok(())
+    }
+
+    /// Removes `node` from the cluster: this node and every peer forget it and close its
+    /// links (for a node that is gone for good).
+    pub fn force_leave(&self, node: &str) -> Result<(), String> {
+        if *node == *self.node {
+            return Err("use `cluster leave` for this node".into());
+        }
+        if self.membership.read().is_none() {
+            return Err("the cluster is not running on this node".into());
+        }
+        self.broadcast(|| Wire::Forget {
+            from: self.node.to_string(),
+            node: node.to_string(),
+        });
+        self.forget(node.to_string());
+        Ok(())
     }
 
     pub(crate) fn bridge(&self) -> Option<ActorRef<BridgeMsg>> {

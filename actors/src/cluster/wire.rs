@@ -94,6 +94,18 @@ pub enum Wire {
         /// The session.
         session: Option<WireSession>,
     },
+    /// The sender leaves the cluster (`beamq ctl cluster leave`): forget it, do not dial it.
+    Leaving {
+        /// Sender's node name.
+        from: String,
+    },
+    /// Forget `node` and close its links (`beamq ctl cluster force-leave NODE`).
+    Forget {
+        /// Sender's node name.
+        from: String,
+        /// The node removed.
+        node: String,
+    },
     /// Liveness.
     Ping {
         /// Sender's node name.
