@@ -27,6 +27,13 @@ impl LogHandle {
     }
 }
 
+static INSTALLED: std::sync::OnceLock<LogHandle> = std::sync::OnceLock::new();
+
+/// The handle of the subscriber [`init`] installed (none in tests that start nodes in-process).
+pub fn installed() -> Option<LogHandle> {
+    INSTALLED.get().cloned()
+}
+
 /// Installs the global subscriber. Fails if the filter does not parse (naming `log.level`).
 pub fn init(cfg: &LogConfig) -> Result<LogHandle, String> {
     let filter = match std::env::var("RUST_LOG") {
@@ -56,5 +63,7 @@ pub fn init(cfg: &LogConfig) -> Result<LogHandle, String> {
             .try_init(),
     };
     installed.map_err(|e| e.to_string())?;
-    Ok(LogHandle(handle))
+    let handle = LogHandle(handle);
+    let _ = INSTALLED.set(handle.clone());
+    Ok(handle)
 }

@@ -309,6 +309,7 @@ impl Node {
         let (root, _join) = start_supervisor(spec, None)
             .await
             .map_err(|e| NodeError::Start(error_chain(&e)))?;
+        broker.set_root(Some(root.get_cell()));
         tracing::info!(node = %broker.config.node.name, "node started");
         Ok(Node {
             broker,

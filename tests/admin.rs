@@ -95,3 +95,105 @@ async fn ctl_status_clients_and_kick_on_a_standalone_node() {
     r.wait_exit(WAIT).await;
     assert!(!beamq::admin::socket_path(node).exists());
 }
+
+fn row<'a>(tree: &'a Value, name: &str) -> &'a Value {
+    tree.as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["name"].as_str().is_some_and(|n| n.trim() == name))
+        .unwrap_or_else(|| panic!("no {name} in {tree}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_tree_kill_routes_retained_and_log_level() {
+    let node = "adm2@127.0.0.1";
+    let mut r = Running::spawn_with(
+        free_port(),
+        &[],
+        &[
+            ("BEAMQ__NODE__NAME", node),
+            ("BEAMQ__CLUSTER__COOKIE", "k2"),
+        ],
+    );
+    r.wait_ready().await;
+    eventually("admin socket", || beamq::admin::socket_path(node).exists()).await;
+
+    let tree = ctl_json(node, "k2", &["tree"]);
+    for name in [
+        "beamq",
+        "router_sup",
+        "router-0",
+        "router-3",
+        "retainer",
+        "registry",
+        "session_sup",
+        "admin",
+    ] {
+        row(&tree, name);
+    }
+    assert!(
+        row(&tree, "router_sup")["kind"]
+            .as_str()
+            .is_some_and(|k| k.contains("one_for_one"))
+    );
+    // Start order, depth first: the routers come right after their supervisor.
+    let names: Vec<String> = tree
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or("").trim().to_string())
+        .collect();
+    let at = |n: &str| names.iter().position(|x| x == n).expect("present");
+    assert!(
+        at("router_sup") < at("router-0") && at("router-3") < at("broker_sup"),
+        "{names:?}"
+    );
+
+    // Kill a router: its supervisor restarts it, counted, and routing keeps working.
+    let mut sub = v5::Client::connect_with(r.v5_options("kill-watch")).await;
+    sub.subscribe("k/+", QoS::AtLeastOnce).await;
+    let before = row(&tree, "router-1")["actor_id"].clone();
+    let killed = ctl_json(node, "k2", &["actor", "kill", "router-1"]);
+    assert_eq!(killed["killed"], "router-1");
+    let mut after = Value::Null;
+    eventually("router-1 restarted", || {
+        after = ctl_json(node, "k2", &["tree"]);
+        let r1 = row(&after, "router-1");
+        r1["restarts"] == 1 && r1["status"] == "running" && r1["actor_id"] != before
+    })
+    .await;
+    let mut publ = v5::Client::connect_with(r.v5_options("kill-pub")).await;
+    publ.publish("k/x", QoS::AtLeastOnce, true, b"still routed")
+        .await;
+    let p = within("delivery after the kill", sub.next_publish()).await;
+    assert_eq!(p.payload.as_ref(), b"still routed");
+
+    // Routes and retained messages.
+    let routes = ctl_json(node, "k2", &["routes", "k/+"]);
+    assert_eq!(
+        routes["local_subscribers"],
+        serde_json::json!(["kill-watch"])
+    );
+    let retained = ctl_json(node, "k2", &["retained", "list", "k/#"]);
+    assert_eq!(retained[0]["topic"], "k/x");
+    assert_eq!(retained[0]["bytes"], 12);
+    let cleaned = ctl_json(node, "k2", &["retained", "clean"]);
+    assert!(
+        cleaned["removed"].as_u64().is_some_and(|n| n >= 1),
+        "{cleaned}"
+    );
+    assert_eq!(
+        ctl_json(node, "k2", &["retained", "list", "k/#"]),
+        serde_json::json!([])
+    );
+
+    // Log level at run time: debug lines appear after the change.
+    assert!(!r.logs().contains("DEBUG"));
+    ctl_json(node, "k2", &["log", "level", "debug"]);
+    // A closing connection logs at debug level ("connection closed").
+    let c = v5::Client::connect_with(r.v5_options("after-debug")).await;
+    c.disconnect().await;
+    eventually("debug lines", || r.logs().contains("DEBUG")).await;
+    let (code, _, err) = ctl(node, "k2", &["log", "level", "no=such=level"]);
+    assert_eq!(code, 1, "{err}");
+}

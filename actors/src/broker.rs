@@ -77,6 +77,7 @@ pub struct Broker {
     routers: RwLock<Vec<Option<ActorRef<RouterMsg>>>>,
     registry: RwLock<Option<ActorRef<RegistryMsg>>>,
     session_sup: RwLock<Option<ActorCell>>,
+    root: RwLock<Option<ActorCell>>,
     listen_addrs: Mutex<HashMap<String, SocketAddr>>,
     shutting_down: AtomicBool,
     next_client_id: AtomicU64,
@@ -106,6 +107,7 @@ impl Broker {
             routers: RwLock::new(vec![None; routers]),
             registry: RwLock::new(None),
             session_sup: RwLock::new(None),
+            root: RwLock::new(None),
             listen_addrs: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             next_client_id: AtomicU64::new(1),
@@ -158,6 +160,16 @@ impl Broker {
     /// The session supervisor, parent of every client actor.
     pub fn session_sup(&self) -> Option<ActorCell> {
         self.session_sup.read().clone()
+    }
+
+    /// The root supervisor of the node's tree (for inspection).
+    pub fn root(&self) -> Option<ActorCell> {
+        self.root.read().clone()
+    }
+
+    /// Set by the node once its tree has started.
+    pub fn set_root(&self, cell: Option<ActorCell>) {
+        *self.root.write() = cell;
     }
 
     /// Set by the node when the session supervisor starts.

@@ -277,6 +277,44 @@ impl RouteTable {
         node.subs.as_ref().is_some_and(has)
     }
 
+    /// Client ids subscribed to `filter` exactly as given (a `$share/{group}/` prefix selects
+    /// that group's members), sorted; for inspection.
+    pub fn subscribers_of(&self, filter: &str) -> Vec<String> {
+        let Ok(split) = topic::split_shared(filter) else {
+            return Vec::new();
+        };
+        let ids = |subs: &FilterSubs| -> Vec<String> {
+            match split.group {
+                None => subs.direct.keys().map(|k| k.to_string()).collect(),
+                Some(group) => subs
+                    .groups
+                    .iter()
+                    .filter(|g| &*g.name == group)
+                    .flat_map(|g| g.members.iter().map(|m| m.client.client_id.to_string()))
+                    .collect(),
+            }
+        };
+        let inner = split.filter;
+        let mut out = if !topic::has_wildcards(inner) {
+            self.shard(inner)
+                .read()
+                .get(inner)
+                .map(ids)
+                .unwrap_or_default()
+        } else {
+            let root = self.wildcard.read();
+            let mut node = Some(&*root);
+            for level in inner.split('/') {
+                node = node.and_then(|n| n.children.get(level));
+            }
+            node.and_then(|n| n.subs.as_ref())
+                .map(ids)
+                .unwrap_or_default()
+        };
+        out.sort();
+        out
+    }
+
     /// Every route of this node, as announced to cluster peers: filters with a direct
     /// subscriber, and `$share/{group}/{filter}` for each shared group with a member.
     pub fn announced_filters(&self) -> Vec<ByteString> {

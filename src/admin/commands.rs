@@ -7,6 +7,7 @@
 use beamq_actors::Broker;
 use beamq_actors::client::ClientMsg;
 use beamq_protocol::ReasonCode;
+use beamq_supervisors::{ChildKind, ChildStatus, DynamicSupervisorMsg, Strategy, SupervisorMsg};
 use serde_json::{Value, json};
 
 /// The commands, for `help` (and the shell's completion later).
@@ -27,6 +28,30 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "cluster force-leave NODE",
         "remove NODE (gone for good) from the cluster",
+    ),
+    (
+        "tree",
+        "the live supervision tree: strategies, intensity, children, restarts",
+    ),
+    (
+        "actor kill NAME|ID",
+        "kill an actor; its supervisor restarts it (a client is disconnected)",
+    ),
+    (
+        "routes FILTER",
+        "subscribers of FILTER here and the nodes that route it",
+    ),
+    (
+        "retained list [FILTER]",
+        "retained messages (topic, size), first 100",
+    ),
+    (
+        "retained clean",
+        "remove every retained message on this node",
+    ),
+    (
+        "log level LEVEL [TARGET]",
+        "change the log filter now (e.g. debug, or warn beamq_actors)",
     ),
     ("clients list", "client ids with a session on this node"),
     (
@@ -55,6 +80,16 @@ pub async fn run(broker: &Broker, args: &[String]) -> Result<Value, String> {
             Ok(json!({ "removed": node }))
         }
         ["clients", "list"] => Ok(clients(broker)),
+        ["tree"] => Ok(Value::Array(
+            tree(broker).await?.into_iter().map(|r| r.json()).collect(),
+        )),
+        ["actor", "kill", who] => kill_actor(broker, who).await,
+        ["routes", filter] => Ok(routes(broker, filter)),
+        ["retained", "list"] => Ok(retained(broker, "#")),
+        ["retained", "list", filter] => Ok(retained(broker, filter)),
+        ["retained", "clean"] => Ok(json!({ "removed": broker.retained.clear() })),
+        ["log", "level", level] => log_level(level),
+        ["log", "level", level, target] => log_level(&format!("{target}={level}")),
         ["clients", "kick", id] => kick(broker, id),
         ["help"] | [] => Ok(Value::Array(
             COMMANDS
@@ -153,4 +188,185 @@ fn rss_bytes() -> u64 {
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// One actor of the supervision tree, as a row.
+struct TreeRow {
+    depth: usize,
+    id: String,
+    actor: Option<ractor::ActorCell>,
+    kind: String,
+    status: &'static str,
+    restarts: u64,
+}
+
+impl TreeRow {
+    fn json(&self) -> Value {
+        json!({
+            "name": format!("{}{}", "  ".repeat(self.depth), self.id),
+            "actor_id": self.actor.as_ref().map(|c| c.get_id().to_string()),
+            "kind": self.kind,
+            "status": self.status,
+            "restarts": self.restarts,
+        })
+    }
+}
+
+/// Walks the tree from the root, asking each supervisor for its report (supervisors answer
+/// inspection requests themselves; nothing reads their state from outside). Rows come in start
+/// order, depth first.
+async fn tree(broker: &Broker) -> Result<Vec<TreeRow>, String> {
+    let root = broker.root().ok_or("the node has not finished starting")?;
+    let mut rows = Vec::new();
+    walk(broker, 0, "beamq".into(), root, 0, &mut rows).await?;
+    Ok(rows)
+}
+
+type Walk<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+fn walk<'a>(
+    broker: &'a Broker,
+    depth: usize,
+    id: String,
+    cell: ractor::ActorCell,
+    restarts: u64,
+    rows: &'a mut Vec<TreeRow>,
+) -> Walk<'a> {
+    Box::pin(async move {
+        let dynamic = broker
+            .session_sup()
+            .is_some_and(|s| s.get_id() == cell.get_id());
+        if dynamic {
+            let sup: ractor::ActorRef<DynamicSupervisorMsg> = cell.clone().into();
+            let report = ractor::call_t!(
+                sup,
+                |reply| DynamicSupervisorMsg::Inspect {
+                    offset: 0,
+                    limit: 0,
+                    reply
+                },
+                2000
+            )
+            .map_err(|e| format!("{id}: {e}"))?;
+            rows.push(TreeRow {
+                depth,
+                id,
+                actor: Some(cell),
+                kind: format!(
+                    "dynamic supervisor: {} clients (started {}, failed {})",
+                    report.linked_children, report.stats.started, report.stats.failed
+                ),
+                status: "running",
+                restarts,
+            });
+            return Ok(());
+        }
+        let sup: ractor::ActorRef<SupervisorMsg> = cell.clone().into();
+        let report =
+            ractor::call_t!(sup, SupervisorMsg::Inspect, 2000).map_err(|e| format!("{id}: {e}"))?;
+        rows.push(TreeRow {
+            depth,
+            id,
+            actor: Some(cell),
+            kind: format!(
+                "supervisor {}, at most {} restarts in {:?} ({} used)",
+                strategy(report.strategy),
+                report.intensity.max_restarts,
+                report.intensity.period,
+                report.restarts_in_window
+            ),
+            status: "running",
+            restarts,
+        });
+        for child in report.children {
+            let running = child.status == ChildStatus::Running;
+            match (child.kind, child.cell) {
+                (ChildKind::Supervisor, Some(c)) if running => {
+                    walk(broker, depth + 1, child.id, c, child.restarts, rows).await?;
+                }
+                (_, cell) => rows.push(TreeRow {
+                    depth: depth + 1,
+                    id: child.id,
+                    actor: cell,
+                    kind: "worker".into(),
+                    status: if running { "running" } else { "stopped" },
+                    restarts: child.restarts,
+                }),
+            }
+        }
+        Ok(())
+    })
+}
+
+fn strategy(s: Strategy) -> &'static str {
+    match s {
+        Strategy::OneForOne => "one_for_one",
+        Strategy::OneForAll => "one_for_all",
+        Strategy::RestForOne => "rest_for_one",
+    }
+}
+
+/// Kills the actor named `who` (a child id in the tree, e.g. `router-1`), or with actor id
+/// `who` (e.g. `0.17`), or the client actor of client id `who`.
+async fn kill_actor(broker: &Broker, who: &str) -> Result<Value, String> {
+    let rows = tree(broker).await?;
+    if let Some(row) = rows.iter().find(|r| {
+        r.id == who
+            || r.actor
+                .as_ref()
+                .is_some_and(|c| c.get_id().to_string() == who)
+    }) {
+        if row.depth == 0 {
+            return Err("refusing to kill the root supervisor (stop the node instead)".into());
+        }
+        let cell = row.actor.as_ref().ok_or("that actor is not running")?;
+        cell.kill();
+        return Ok(json!({ "killed": row.id, "actor_id": cell.get_id().to_string() }));
+    }
+    let client = broker
+        .sessions
+        .all()
+        .into_iter()
+        .find(|c| &*c.client_id == who || c.actor.get_id().to_string() == who)
+        .ok_or_else(|| format!("no actor named or numbered `{who}`"))?;
+    client.actor.kill();
+    Ok(json!({ "killed": &*client.client_id, "actor_id": client.actor.get_id().to_string() }))
+}
+
+fn routes(broker: &Broker, filter: &str) -> Value {
+    let here = broker.routes.subscribers_of(filter);
+    let mut nodes: Vec<String> = broker
+        .cluster
+        .peers()
+        .iter()
+        .filter(|p| {
+            broker
+                .cluster
+                .routes
+                .filters_of(&p.name)
+                .iter()
+                .any(|f| **f == *filter)
+        })
+        .map(|p| p.name.to_string())
+        .collect();
+    nodes.sort();
+    json!({ "filter": filter, "local_subscribers": here, "nodes": nodes })
+}
+
+fn retained(broker: &Broker, filter: &str) -> Value {
+    let now = std::time::Instant::now();
+    let page = broker.retained.page(filter, None, u64::MAX, 100, now);
+    Value::Array(
+        page.iter()
+            .map(|m| json!({ "topic": &*m.topic, "bytes": m.payload.len(), "qos": m.qos as u8 }))
+            .collect(),
+    )
+}
+
+fn log_level(filter: &str) -> Result<Value, String> {
+    let handle = crate::logging::installed().ok_or("logging is not managed by this process")?;
+    handle.set_level(filter)?;
+    tracing::info!(filter, "log filter changed");
+    Ok(json!({ "log_filter": filter }))
 }
