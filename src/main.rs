@@ -35,6 +35,8 @@ enum Command {
     Start(ConfigArgs),
     /// Run one command on a running node and print the answer (`beamq ctl help` lists them).
     Ctl(CtlArgs),
+    /// Attach an interactive shell to a running node (history, Tab completion, `help`).
+    Shell(CtlArgs),
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
     let (run, sub) = match cli.command {
         Some(Command::Start(args)) => (true, args),
         Some(Command::Ctl(args)) => return ctl(args),
+        Some(Command::Shell(args)) => return shell(args),
         None => (false, ConfigArgs::default()),
     };
     let overrides = cli.opts.merge(sub);
@@ -175,22 +178,12 @@ async fn wait_for_signal() {
 /// `beamq ctl`: exit 0 with the answer on stdout, 1 with the node's error (or why it could not
 /// be reached) on stderr, 2 for a configuration error.
 fn ctl(args: CtlArgs) -> ExitCode {
-    let overrides = Overrides {
-        config_file: args.config.clone(),
-        ..Overrides::default()
-    };
-    let cfg = match config::load(&overrides, std::env::vars()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("beamq: {e}");
-            return ExitCode::from(2);
-        }
+    let Some((node, cookie)) = target(&args) else {
+        return ExitCode::from(2);
     };
     // `beamq ctl status --json`: the flag may follow the command.
     let json = args.json || args.command.iter().any(|a| a == "--json");
     let command: Vec<String> = args.command.into_iter().filter(|a| a != "--json").collect();
-    let node = args.node.unwrap_or(cfg.node.name);
-    let cookie = args.cookie.unwrap_or(cfg.cluster.cookie);
     let socket = beamq::admin::socket_path(&node);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,6 +206,39 @@ fn ctl(args: CtlArgs) -> ExitCode {
         Err(e) => {
             eprintln!("beamq ctl: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `beamq shell`: the node and cookie are found as for `ctl`.
+fn shell(args: CtlArgs) -> ExitCode {
+    let Some((node, cookie)) = target(&args) else {
+        return ExitCode::from(2);
+    };
+    let socket = beamq::admin::socket_path(&node);
+    match beamq::admin::shell::run(&socket, &cookie, &node) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("beamq shell: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The node and cookie for `ctl` and `shell`: flags, else the configuration's.
+fn target(args: &CtlArgs) -> Option<(String, String)> {
+    let overrides = Overrides {
+        config_file: args.config.clone(),
+        ..Overrides::default()
+    };
+    match config::load(&overrides, std::env::vars()) {
+        Ok(cfg) => Some((
+            args.node.clone().unwrap_or(cfg.node.name),
+            args.cookie.clone().unwrap_or(cfg.cluster.cookie),
+        )),
+        Err(e) => {
+            eprintln!("beamq: {e}");
+            None
         }
     }
 }

@@ -90,6 +90,35 @@ async fn ctl_status_clients_and_kick_on_a_standalone_node() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach"), "{err}");
 
+    // The interactive shell reads commands line by line (here from a pipe) until `quit`.
+    let mut shell = beamq()
+        .args(["shell", "--node", node, "--cookie", "k1"])
+        .env("HOME", std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("beamq shell");
+    {
+        use std::io::Write;
+        let mut stdin = shell.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"status\nfrobnicate\nclients list --json\nquit\n")
+            .expect("write");
+    }
+    let out = shell.wait_with_output().expect("shell output");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("node               {node}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[]"), "JSON answer in the shell: {stdout}");
+    assert!(stderr.contains("unknown command `frobnicate`"), "{stderr}");
+
     // The socket goes with the node.
     r.signal("TERM");
     r.wait_exit(WAIT).await;

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod commands;
 pub mod server;
+pub mod shell;
 
 use std::path::PathBuf;
 
