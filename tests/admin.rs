@@ -226,3 +226,68 @@ async fn ctl_tree_kill_routes_retained_and_log_level() {
     let (code, _, err) = ctl(node, "k2", &["log", "level", "no=such=level"]);
     assert_eq!(code, 1, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_clients_show_subscriptions_and_sessions_top() {
+    let node = "adm3@127.0.0.1";
+    let mut r = Running::spawn_with(
+        free_port(),
+        &[],
+        &[
+            ("BEAMQ__NODE__NAME", node),
+            ("BEAMQ__CLUSTER__COOKIE", "k3"),
+        ],
+    );
+    r.wait_ready().await;
+    eventually("admin socket", || beamq::admin::socket_path(node).exists()).await;
+
+    // A persistent session that is offline with messages queued, and a connected client.
+    let mut o = r.v5_options("sleeper");
+    o.set_clean_start(false)
+        .set_session_expiry_interval(Some(300));
+    let mut sleeper = v5::Client::connect_with(o).await;
+    sleeper.subscribe("q/#", QoS::AtLeastOnce).await;
+    sleeper.kill();
+    let mut p = v5::Client::connect_with(r.v5_options("talker")).await;
+    p.subscribe("other", QoS::AtMostOnce).await;
+    eventually("sleeper offline", || {
+        let clients = ctl_json(node, "k3", &["clients", "list"]);
+        clients.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|c| c["client_id"] == "sleeper" && c["connected"] == false)
+        })
+    })
+    .await;
+    for i in 0..5 {
+        p.publish("q/x", QoS::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+    }
+
+    let show = ctl_json(node, "k3", &["clients", "show", "talker"]);
+    assert_eq!(show["version"], "5.0", "{show}");
+    assert!(
+        show["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{show}"
+    );
+    assert_eq!(show["subscriptions"], 1);
+    let subs = ctl_json(node, "k3", &["subscriptions", "show", "sleeper"]);
+    assert_eq!(subs[0]["filter"], "q/#");
+    assert_eq!(subs[0]["qos"], 1);
+
+    let mut top = Value::Null;
+    eventually("sleeper holds the 5 messages", || {
+        top = ctl_json(
+            node,
+            "k3",
+            &["sessions", "top", "--by", "queue", "--n", "1"],
+        );
+        top[0]["client_id"] == "sleeper" && top[0]["pending"] == 5
+    })
+    .await;
+    assert_eq!(top.as_array().map(Vec::len), Some(1));
+    let (code, _, err) = ctl(node, "k3", &["sessions", "top", "--by", "bytes"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("only `queue`"), "{err}");
+}

@@ -47,6 +47,8 @@ pub struct ClientLink {
     /// members).
     online: AtomicBool,
     max_mailbox: usize,
+    /// Messages its session holds (in flight and queued), as of the actor's last message.
+    pending: AtomicUsize,
     /// When the actor started (microseconds since the epoch): the newer of two connections
     /// racing for one client id on two nodes wins.
     pub started_us: u64,
@@ -62,6 +64,7 @@ impl ClientLink {
             refused: AtomicU64::new(0),
             online: AtomicBool::new(true),
             max_mailbox,
+            pending: AtomicUsize::new(0),
             started_us: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
@@ -98,6 +101,16 @@ impl ClientLink {
     /// Called by the client actor for each batch it takes out of its mailbox.
     pub fn handled(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Messages the session holds, as of the actor's last message.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Set by the client actor after each message it handles.
+    pub fn set_pending(&self, n: usize) {
+        self.pending.store(n, Ordering::Relaxed);
     }
 
     /// Deliveries waiting in the mailbox.

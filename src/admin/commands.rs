@@ -5,7 +5,7 @@
 //! state (membership, bridge, a client); nothing here blocks the broker.
 
 use beamq_actors::Broker;
-use beamq_actors::client::ClientMsg;
+use beamq_actors::client::{ClientInfo, ClientMsg};
 use beamq_protocol::ReasonCode;
 use beamq_supervisors::{ChildKind, ChildStatus, DynamicSupervisorMsg, Strategy, SupervisorMsg};
 use serde_json::{Value, json};
@@ -55,6 +55,18 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ),
     ("clients list", "client ids with a session on this node"),
     (
+        "clients show ID",
+        "one client as its actor reports it: peer, version, session, queues, drops",
+    ),
+    (
+        "subscriptions show ID",
+        "one client's subscriptions with their options",
+    ),
+    (
+        "sessions top [--by queue] [--n N]",
+        "sessions holding the most messages (in flight and queued)",
+    ),
+    (
         "clients kick ID",
         "disconnect a client (v5: DISCONNECT 0x98) and end its session",
     ),
@@ -91,6 +103,62 @@ pub async fn run(broker: &Broker, args: &[String]) -> Result<Value, String> {
         ["log", "level", level] => log_level(level),
         ["log", "level", level, target] => log_level(&format!("{target}={level}")),
         ["clients", "kick", id] => kick(broker, id),
+        ["clients", "show", id] => {
+            let info = inspect(broker, id).await?;
+            Ok(json!({
+                "client_id": info.client_id,
+                "peer": info.peer,
+                "version": info.version,
+                "keep_alive": info.keep_alive,
+                "session_expiry": info.session_expiry,
+                "subscriptions": info.subscriptions.len(),
+                "inflight": info.inflight,
+                "pending": info.pending,
+                "mailbox": info.mailbox,
+                "dropped_queue_full": info.drops.queue_full,
+                "dropped_expired": info.drops.expired,
+                "dropped_too_large": info.drops.too_large,
+                "dropped_qos0_not_queued": info.drops.qos0_not_queued,
+            }))
+        }
+        ["subscriptions", "show", id] => {
+            let info = inspect(broker, id).await?;
+            Ok(Value::Array(
+                info.subscriptions
+                    .into_iter()
+                    .map(|(filter, qos, nl, rap, rh, sid)| {
+                        json!({
+                            "filter": filter,
+                            "qos": qos,
+                            "no_local": nl,
+                            "retain_as_published": rap,
+                            "retain_handling": rh,
+                            "subscription_id": sid,
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        ["sessions", "top", rest @ ..] => {
+            let mut n = 10;
+            for pair in rest.chunks(2) {
+                match pair {
+                    ["--n", v] => {
+                        n = v
+                            .parse()
+                            .map_err(|_| format!("--n expects a number, got `{v}`"))?
+                    }
+                    ["--by", "queue"] => {}
+                    ["--by", other] => {
+                        return Err(format!(
+                            "sessions top --by {other}: only `queue` is tracked so far"
+                        ));
+                    }
+                    _ => return Err("usage: sessions top [--by queue] [--n N]".into()),
+                }
+            }
+            Ok(sessions_top(broker, n))
+        }
         ["help"] | [] => Ok(Value::Array(
             COMMANDS
                 .iter()
@@ -369,4 +437,38 @@ fn log_level(filter: &str) -> Result<Value, String> {
     handle.set_level(filter)?;
     tracing::info!(filter, "log filter changed");
     Ok(json!({ "log_filter": filter }))
+}
+
+/// Asks a client's actor to describe itself.
+async fn inspect(broker: &Broker, id: &str) -> Result<ClientInfo, String> {
+    let client = broker
+        .sessions
+        .get(id)
+        .ok_or_else(|| format!("no session with client id `{id}`"))?;
+    ractor::call_t!(client.actor, ClientMsg::Inspect, 2000)
+        .map_err(|e| format!("client `{id}` did not answer: {e}"))
+}
+
+/// The `n` sessions holding the most messages, from the gauge each client actor keeps on its
+/// link: no actor is asked, so this costs the same with a million sessions.
+fn sessions_top(broker: &Broker, n: usize) -> Value {
+    let mut all = broker.sessions.all();
+    all.sort_by(|a, b| {
+        b.pending()
+            .cmp(&a.pending())
+            .then_with(|| a.client_id.cmp(&b.client_id))
+    });
+    Value::Array(
+        all.iter()
+            .take(n)
+            .map(|c| {
+                json!({
+                    "client_id": &*c.client_id,
+                    "pending": c.pending(),
+                    "mailbox": c.queued(),
+                    "connected": c.is_online(),
+                })
+            })
+            .collect(),
+    )
 }
