@@ -1022,6 +1022,25 @@ impl ClientState {
         self.broker.publish(Arc::new(message));
     }
 
+    /// What ending a session owes the rest of the broker, on a normal end and after a crash
+    /// alike: the will (pending or not yet due) goes out, shared-subscription messages it held
+    /// go to other members, the client id is released, and the session is no longer counted.
+    fn release_session(&mut self) {
+        if let Some(will) = self
+            .pending_will
+            .take()
+            .or_else(|| self.channel.take_will())
+        {
+            self.publish_will(will);
+        }
+        let undelivered = self.channel.session.take_undelivered();
+        if !undelivered.is_empty() {
+            self.broker.redeliver_shared(undelivered, &self.link);
+        }
+        self.broker.unregister(&self.link);
+        self.broker.metrics.sessions.dec();
+    }
+
     /// Ends the session: the pending will goes out, shared-subscription messages it still held
     /// go to other members, the client id is released, and the subscriptions leave the route
     /// table. Idempotent. Everything that cannot wait is done before the one await, so a kill
@@ -1037,19 +1056,7 @@ impl ClientState {
             self.broker.metrics.connections.dec();
         }
         self.link.set_online(false);
-        if let Some(will) = self
-            .pending_will
-            .take()
-            .or_else(|| self.channel.take_will())
-        {
-            self.publish_will(will);
-        }
-        let undelivered = self.channel.session.take_undelivered();
-        if !undelivered.is_empty() {
-            self.broker.redeliver_shared(undelivered, &self.link);
-        }
-        self.broker.unregister(&self.link);
-        self.broker.metrics.sessions.dec();
+        self.release_session();
         if !self.routes_removed {
             let filters: Vec<ByteString> =
                 self.channel.session.subscriptions.keys().cloned().collect();
@@ -1157,19 +1164,7 @@ impl Drop for ClientState {
             self.session_ended = true;
             self.broker.metrics.client_crashes.inc();
             tracing::error!(client_id = %self.link.client_id, "client actor crashed; cleaning up");
-            if let Some(will) = self
-                .pending_will
-                .take()
-                .or_else(|| self.channel.take_will())
-            {
-                self.publish_will(will);
-            }
-            let undelivered = self.channel.session.take_undelivered();
-            if !undelivered.is_empty() {
-                self.broker.redeliver_shared(undelivered, &self.link);
-            }
-            self.broker.unregister(&self.link);
-            self.broker.metrics.sessions.dec();
+            self.release_session();
         }
         if !self.routes_removed {
             self.routes_removed = true;
