@@ -353,11 +353,11 @@ async fn start(
             }
         }
     }
-    // No local owner: the session may be on another node. Asked even for a clean start, so
-    // that the old connection there is closed [MQTT-3.1.4-3].
+    // No session from a local owner: it may be on another node. Asked even for a clean start,
+    // so that an old connection there is closed [MQTT-3.1.4-3].
     let mut moved = Vec::new();
     let mut from_peer = false;
-    if previous.is_none() {
+    if taken.is_none() {
         if let Some((session, owed)) =
             crate::cluster::bridge::take_session(&broker, &link, clean_start).await
         {
@@ -896,6 +896,13 @@ impl ClientState {
         clean_start: bool,
         reply: RpcReplyPort<Option<Box<SessionState>>>,
     ) {
+        if self.session_ended {
+            // The session went to another owner already (another node took it and this actor
+            // has not stopped yet) or ended: there is nothing to hand over, and handing over
+            // the empty remains would pass for a present session.
+            let _ = reply.send(None);
+            return;
+        }
         if self.conn.is_some() {
             // [MQTT-3.1.4-3] the existing connection is closed; v5 is told why.
             self.channel

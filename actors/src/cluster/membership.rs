@@ -34,6 +34,8 @@ use crate::config::{DiscoveryStrategy, NodeName};
 
 /// First wait before dialling a member again; doubles up to `cluster.reconnect_max_backoff`.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
+/// Time the peers get to receive `Leaving` before this node closes its links.
+const LEAVE_GRACE: Duration = Duration::from_millis(500);
 /// How often the actor looks at its links.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -76,6 +78,8 @@ pub enum MembershipMsg {
     Learn(Vec<String>),
     /// This node leaves: forget every member and close every link.
     ForgetAll,
+    /// The grace after a leave is over: close the links still open, if still left.
+    CloseAfterLeave,
     /// Known members.
     Status(RpcReplyPort<Vec<MemberStatus>>),
 }
@@ -135,6 +139,8 @@ pub struct MembershipState {
     timer: Option<JoinHandle<()>>,
     /// Set by `leave`: seeds, DNS and peers' lists are ignored until an explicit join.
     left: bool,
+    /// Members known only from DNS, forgotten when their record goes.
+    from_dns: HashSet<String>,
 }
 
 impl Drop for MembershipState {
@@ -176,6 +182,7 @@ impl Actor for Membership {
             next_dns: Instant::now(),
             timer: Some(timer),
             left: false,
+            from_dns: HashSet::new(),
             broker,
         };
         if state.broker.config.cluster.discovery == DiscoveryStrategy::Static {
@@ -188,7 +195,7 @@ impl Actor for Membership {
 
     async fn handle(
         &self,
-        _myself: ActorRef<MembershipMsg>,
+        myself: ActorRef<MembershipMsg>,
         msg: MembershipMsg,
         state: &mut MembershipState,
     ) -> Result<(), ActorProcessingErr> {
@@ -197,11 +204,14 @@ impl Actor for Membership {
             MembershipMsg::Tick => state.tick().await,
             MembershipMsg::Join(name, reply) => {
                 state.left = false;
-                let r = NodeName::parse(&name).map(|_| state.learn(&name));
+                let r = NodeName::parse(&name).map(|_| {
+                    state.learn(&name);
+                });
                 let _ = reply.send(r);
             }
             MembershipMsg::Forget(name) => {
                 state.members.remove(&name);
+                state.from_dns.remove(&name);
                 super::bridge::close_link(&name).await;
                 tracing::info!(peer = %name, "cluster member forgotten");
             }
@@ -209,15 +219,25 @@ impl Actor for Membership {
                 let _ = reply.send(state.status());
             }
             MembershipMsg::ForgetAll => {
-                let names: Vec<String> = state.members.keys().cloned().collect();
                 state.members.clear();
-                // Members are no longer learnt from peers either: this node is on its own
-                // until `cluster join`.
+                state.from_dns.clear();
+                // Members are no longer learnt from peers either, and links they open are
+                // closed: this node is on its own until `cluster join`.
                 state.left = true;
-                for name in names.iter().chain(state.linked.keys()) {
-                    super::bridge::close_link(name).await;
-                }
+                // The peers were just told (Leaving) and close their side; closing ours at
+                // once could drop that message before it is written, and a peer that never
+                // heard it would dial again. Close what is still open a moment later.
+                myself.send_after(LEAVE_GRACE, || MembershipMsg::CloseAfterLeave);
                 tracing::info!("left the cluster");
+            }
+            MembershipMsg::CloseAfterLeave => {
+                // Unless a join came in between.
+                if state.left {
+                    let names: Vec<String> = state.linked.keys().cloned().collect();
+                    for name in names {
+                        super::bridge::close_link(&name).await;
+                    }
+                }
             }
             MembershipMsg::Learn(names) => {
                 for name in names {
@@ -230,16 +250,13 @@ impl Actor for Membership {
 }
 
 impl MembershipState {
-    /// Adds a member to dial (now). Ignores this node itself.
-    fn learn(&mut self, name: &str) {
+    /// Adds a member to dial (now). Ignores this node itself. True when it is new.
+    fn learn(&mut self, name: &str) -> bool {
         let Ok(node) = NodeName::parse(name) else {
-            return;
+            return false;
         };
-        if self.left {
-            return;
-        }
-        if node == self.me || self.members.contains_key(name) {
-            return;
+        if self.left || node == self.me || self.members.contains_key(name) {
+            return false;
         }
         let port = self.broker.config.cluster.port_for(&node);
         let addr = match node.host.parse::<IpAddr>() {
@@ -256,6 +273,7 @@ impl MembershipState {
                 next_dial: Instant::now(),
             },
         );
+        true
     }
 
     fn link_event(&mut self, event: LinkEvent) {
@@ -279,6 +297,12 @@ impl MembershipState {
                 let Some(name) = ses.peer_name.map(|p| p.name) else {
                     return;
                 };
+                if self.left {
+                    // This node left: a peer that did not hear it is refused.
+                    ses.actor
+                        .stop(Some("beamq: this node left the cluster".into()));
+                    return;
+                }
                 tracing::info!(peer = %name, addr = %ses.peer_addr, "cluster link up");
                 self.learn(&name);
                 if let Some(m) = self.members.get_mut(&name) {
@@ -348,8 +372,26 @@ impl MembershipState {
             self.next_dns = now + cfg.dns.interval.get().unwrap_or(Duration::from_secs(10));
             match tokio::net::lookup_host((cfg.dns.name.as_str(), 0)).await {
                 Ok(addrs) => {
-                    for a in addrs {
-                        self.learn(&format!("{}@{}", cfg.dns.app, a.ip()));
+                    let found: HashSet<String> = addrs
+                        .map(|a| format!("{}@{}", cfg.dns.app, a.ip()))
+                        .collect();
+                    for name in &found {
+                        if self.learn(name) {
+                            self.from_dns.insert(name.clone());
+                        }
+                    }
+                    // Records that are gone (a pod replaced, with a new address): stop dialling
+                    // them unless a link is up.
+                    let gone: Vec<String> = self
+                        .from_dns
+                        .iter()
+                        .filter(|n| !found.contains(*n) && !self.linked.contains_key(*n))
+                        .cloned()
+                        .collect();
+                    for name in gone {
+                        self.from_dns.remove(&name);
+                        self.members.remove(&name);
+                        tracing::info!(peer = %name, "no longer in DNS; not dialled any more");
                     }
                 }
                 Err(e) => tracing::warn!(name = %cfg.dns.name, error = %e, "DNS discovery failed"),
