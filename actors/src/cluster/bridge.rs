@@ -58,8 +58,6 @@ pub struct BridgeState {
     owed_acks: HashMap<PeerName, u64>,
     failure_timeout: Duration,
     timer: Option<JoinHandle<()>>,
-    /// When the last heartbeat tick ran.
-    last_tick: Instant,
     /// Session requests of local clients waiting for the peers' answers.
     takes: HashMap<u64, PendingTake>,
     next_req: u64,
@@ -125,7 +123,6 @@ impl Actor for Bridge {
             owed_acks: HashMap::new(),
             failure_timeout,
             timer: Some(timer),
-            last_tick: Instant::now(),
             takes: HashMap::new(),
             next_req: 1,
         };
@@ -483,18 +480,6 @@ impl BridgeState {
 
     async fn tick(&mut self) {
         let now = Instant::now();
-        // A long gap since the last tick means this node did not run (stopped, starved): the
-        // silence it sees is its own, not the peers'. Judge them afresh from now on.
-        if now.duration_since(self.last_tick) > self.failure_timeout / 2 {
-            tracing::warn!(
-                gap_ms = now.duration_since(self.last_tick).as_millis() as u64,
-                "heartbeat tick late; peers' silence not held against them"
-            );
-            for t in self.last_heard.values_mut() {
-                *t = now;
-            }
-        }
-        self.last_tick = now;
         // A peer that went down (or never answers) does not hold a connecting client forever.
         let overdue: Vec<u64> = self
             .takes
