@@ -648,12 +648,14 @@ async fn hand_over(
         Ok(CallResult::Success(b)) => b,
         _ => Vec::new(),
     };
+    let wire = session.map(|s| WireSession::from_state(*s, buffered, Instant::now()));
     tracing::info!(
         client_id,
-        moved = session.is_some(),
+        moved = wire.is_some(),
+        messages = wire.as_ref().map_or(0, |w| w.messages.len()),
         "session handed to another node"
     );
-    session.map(|s| WireSession::from_state(*s, buffered, Instant::now()))
+    wire
 }
 
 /// Asks the other nodes for `link`'s session (see [`Wire::TakeSession`]); the session and
