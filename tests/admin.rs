@@ -8,28 +8,6 @@ use common::*;
 use serde_json::Value;
 use v5::QoS;
 
-/// `beamq ctl --node NODE --cookie COOKIE ARGS...`: (exit code, stdout, stderr).
-fn ctl(node: &str, cookie: &str, args: &[&str]) -> (i32, String, String) {
-    let out = beamq()
-        .args(["ctl", "--node", node, "--cookie", cookie])
-        .args(args)
-        .output()
-        .expect("run beamq ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ctl_json(node: &str, cookie: &str, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (code, out, err) = ctl(node, cookie, &all);
-    assert_eq!(code, 0, "ctl {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_status_clients_and_kick_on_a_standalone_node() {
     let node = "adm1@127.0.0.1";

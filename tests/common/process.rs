@@ -151,3 +151,26 @@ impl Drop for Running {
         }
     }
 }
+
+/// `beamq ctl --node NODE --cookie COOKIE ARGS...`: (exit code, stdout, stderr).
+pub fn ctl(node: &str, cookie: &str, args: &[&str]) -> (i32, String, String) {
+    let out = beamq()
+        .args(["ctl", "--node", node, "--cookie", cookie])
+        .args(args)
+        .output()
+        .expect("run beamq ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `beamq ctl ... ARGS --json`, which must succeed, parsed.
+pub fn ctl_json(node: &str, cookie: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, out, err) = ctl(node, cookie, &all);
+    assert_eq!(code, 0, "ctl {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
