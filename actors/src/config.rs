@@ -408,20 +408,53 @@ pub enum DiscoveryStrategy {
     Manual,
     /// From `cluster.seeds`.
     Static,
-    /// From the A/AAAA records of `cluster.dns.name`.
+    /// From the DNS records of `cluster.dns.name` (`cluster.dns.record_type`).
     Dns,
+}
+
+/// Which records DNS discovery reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsRecordType {
+    /// A and AAAA records: each address is a member `{app}@{address}`.
+    #[default]
+    A,
+    /// SRV records: each target host is a member `{app}@{target}` (a Kubernetes headless
+    /// service gives one stable name per pod this way).
+    Srv,
 }
 
 /// `[cluster.dns]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsDiscoveryConfig {
-    /// Name whose A/AAAA records are the members' hosts (a Kubernetes headless service).
+    /// Name whose records are the members' hosts (a Kubernetes headless service).
     pub name: String,
     /// Node name part of every member: a record `10.0.0.7` means `{app}@10.0.0.7`.
     pub app: String,
+    /// `a` (A and AAAA records, the default) or `srv`.
+    pub record_type: DnsRecordType,
+    /// DNS server to ask, `ip` or `ip:port`; empty: the system's (`/etc/resolv.conf`, and
+    /// for `a` records the hosts file too).
+    pub server: String,
     /// How often the name is resolved again.
     pub interval: DurationStr,
+}
+
+impl DnsDiscoveryConfig {
+    /// `server` as a socket address (port 53 when none is given); `None` for the system's.
+    pub fn server_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let s = self.server.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+            return Ok(Some(a));
+        }
+        s.parse::<std::net::IpAddr>()
+            .map(|ip| Some(std::net::SocketAddr::new(ip, 53)))
+            .map_err(|_| "expected an IP address, optionally with a port (\"10.0.0.10:53\")".into())
+    }
 }
 
 impl Default for DnsDiscoveryConfig {
@@ -429,6 +462,8 @@ impl Default for DnsDiscoveryConfig {
         DnsDiscoveryConfig {
             name: String::new(),
             app: "beamq".into(),
+            record_type: DnsRecordType::A,
+            server: String::new(),
             interval: DurationStr(Some(Duration::from_secs(10))),
         }
     }
@@ -584,6 +619,9 @@ impl Config {
                 "expected a DNS name when cluster.discovery = \"dns\"",
             ));
         }
+        c.dns
+            .server_addr()
+            .map_err(|e| bad("cluster.dns.server", e))?;
         for (key, d) in [
             ("cluster.heartbeat_interval", c.heartbeat_interval),
             ("cluster.failure_timeout", c.failure_timeout),
@@ -896,6 +934,26 @@ mod tests {
         let mut c = Config::default();
         c.cluster.seeds = vec!["b2@127.0.0.1".into(), "nonsense".into()];
         assert_eq!(c.validate().expect_err("bad seed").key, "cluster.seeds[1]");
+    }
+
+    #[test]
+    fn dns_server_is_an_address_with_an_optional_port() {
+        let mut c = Config::default();
+        for (server, want) in [
+            ("", None),
+            ("10.0.0.10", Some("10.0.0.10:53")),
+            ("127.0.0.1:5353", Some("127.0.0.1:5353")),
+            ("[::1]:53", Some("[::1]:53")),
+        ] {
+            c.cluster.dns.server = server.into();
+            let got = c.cluster.dns.server_addr().expect("valid");
+            assert_eq!(got.map(|a| a.to_string()).as_deref(), want, "{server}");
+        }
+        c.cluster.dns.server = "dns.example:53".into();
+        assert_eq!(
+            c.validate().expect_err("a name, not an address").key,
+            "cluster.dns.server"
+        );
     }
 
     #[test]

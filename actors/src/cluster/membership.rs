@@ -82,6 +82,8 @@ pub enum MembershipMsg {
     CloseAfterLeave,
     /// Known members.
     Status(RpcReplyPort<Vec<MemberStatus>>),
+    /// What a DNS discovery round found.
+    Discovered(Result<HashSet<String>, String>),
 }
 
 // Local only: membership never receives from another node.
@@ -136,6 +138,8 @@ pub struct MembershipState {
     /// Links not authenticated yet.
     pending: HashMap<ActorId, Pending>,
     next_dns: Instant,
+    /// A DNS discovery round is running.
+    dns_busy: bool,
     timer: Option<JoinHandle<()>>,
     /// Set by `leave`: seeds, DNS and peers' lists are ignored until an explicit join.
     left: bool,
@@ -180,6 +184,7 @@ impl Actor for Membership {
             linked: HashMap::new(),
             pending: HashMap::new(),
             next_dns: Instant::now(),
+            dns_busy: false,
             timer: Some(timer),
             left: false,
             from_dns: HashSet::new(),
@@ -201,7 +206,8 @@ impl Actor for Membership {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MembershipMsg::Link(event) => state.link_event(event),
-            MembershipMsg::Tick => state.tick().await,
+            MembershipMsg::Tick => state.tick(&myself).await,
+            MembershipMsg::Discovered(found) => state.discovered(found),
             MembershipMsg::Join(name, reply) => {
                 state.left = false;
                 let r = NodeName::parse(&name).map(|_| {
@@ -251,6 +257,42 @@ impl Actor for Membership {
 
 impl MembershipState {
     /// Adds a member to dial (now). Ignores this node itself. True when it is new.
+    /// Applies a DNS discovery round: new members are dialled, members whose record is gone
+    /// are no longer dialled (unless linked).
+    fn discovered(&mut self, found: Result<HashSet<String>, String>) {
+        let cfg = &self.broker.config.cluster;
+        self.dns_busy = false;
+        self.next_dns = Instant::now() + cfg.dns.interval.get().unwrap_or(Duration::from_secs(10));
+        if self.left {
+            return;
+        }
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(name = %cfg.dns.name, error = %e, "DNS discovery failed");
+                return;
+            }
+        };
+        for name in &found {
+            if self.learn(name) {
+                self.from_dns.insert(name.clone());
+            }
+        }
+        // Records that are gone (a pod replaced, with a new address): stop dialling them
+        // unless a link is up.
+        let gone: Vec<String> = self
+            .from_dns
+            .iter()
+            .filter(|n| !found.contains(*n) && !self.linked.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.from_dns.remove(&name);
+            self.members.remove(&name);
+            tracing::info!(peer = %name, "no longer in DNS; not dialled any more");
+        }
+    }
+
     fn learn(&mut self, name: &str) -> bool {
         let Ok(node) = NodeName::parse(name) else {
             return false;
@@ -340,7 +382,7 @@ impl MembershipState {
         }
     }
 
-    async fn tick(&mut self) {
+    async fn tick(&mut self, myself: &ActorRef<MembershipMsg>) {
         let now = Instant::now();
         let cfg = self.broker.config.cluster.clone();
         let handshake = cfg
@@ -368,34 +410,19 @@ impl MembershipState {
                 p.session.stop(Some("beamq: handshake timeout".to_string()));
             }
         }
-        if cfg.discovery == DiscoveryStrategy::Dns && now >= self.next_dns && !self.left {
-            self.next_dns = now + cfg.dns.interval.get().unwrap_or(Duration::from_secs(10));
-            match tokio::net::lookup_host((cfg.dns.name.as_str(), 0)).await {
-                Ok(addrs) => {
-                    let found: HashSet<String> = addrs
-                        .map(|a| format!("{}@{}", cfg.dns.app, a.ip()))
-                        .collect();
-                    for name in &found {
-                        if self.learn(name) {
-                            self.from_dns.insert(name.clone());
-                        }
-                    }
-                    // Records that are gone (a pod replaced, with a new address): stop dialling
-                    // them unless a link is up.
-                    let gone: Vec<String> = self
-                        .from_dns
-                        .iter()
-                        .filter(|n| !found.contains(*n) && !self.linked.contains_key(*n))
-                        .cloned()
-                        .collect();
-                    for name in gone {
-                        self.from_dns.remove(&name);
-                        self.members.remove(&name);
-                        tracing::info!(peer = %name, "no longer in DNS; not dialled any more");
-                    }
-                }
-                Err(e) => tracing::warn!(name = %cfg.dns.name, error = %e, "DNS discovery failed"),
-            }
+        if cfg.discovery == DiscoveryStrategy::Dns
+            && now >= self.next_dns
+            && !self.left
+            && !self.dns_busy
+        {
+            // Resolved in a task, so that a slow DNS server never holds up the links.
+            self.dns_busy = true;
+            let dns = cfg.dns.clone();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                let found = super::dns::members(&dns).await;
+                let _ = me.cast(MembershipMsg::Discovered(found));
+            });
         }
         let Some(server) = node_server() else { return };
         for (name, m) in &mut self.members {

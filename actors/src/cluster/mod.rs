@@ -19,6 +19,7 @@
 //! and ractor_cluster carries it.
 
 pub mod bridge;
+pub mod dns;
 pub mod membership;
 pub mod remote_routes;
 pub mod tls;
