@@ -37,6 +37,7 @@ use beamq_actors::retainer::Retainer;
 use beamq_actors::router::{Router, RouterArgs};
 use beamq_actors::sys::Sys;
 use beamq_protocol::ReasonCode;
+use beamq_supervisors::probe::Counted;
 use beamq_supervisors::{
     ChildKind, ChildSpec, DynamicSupervisorSpec, Restart, Strategy, SupervisorError, SupervisorMsg,
     SupervisorSpec, SupervisorStats, shutdown_within, start_dynamic_supervisor, start_supervisor,
@@ -353,7 +354,7 @@ impl Node {
             tracing::warn!(error = %e, "listeners did not stop cleanly");
         }
         for client in broker.sessions.all() {
-            let _ = client.actor.cast(ClientMsg::Kick {
+            let _ = client.actor.send(ClientMsg::Kick {
                 reason: ReasonCode::ServerShuttingDown,
                 end_session: true,
             });

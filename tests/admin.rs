@@ -33,7 +33,7 @@ async fn ctl_status_clients_and_kick_on_a_standalone_node() {
     let mut c = v5::Client::connect_with(r.v5_options("seen-by-ctl")).await;
     c.subscribe("x", QoS::AtMostOnce).await;
     let clients = ctl_json(node, "k1", &["clients", "list"]);
-    let ids: Vec<&str> = clients
+    let ids: Vec<&str> = clients["rows"]
         .as_array()
         .expect("array")
         .iter()
@@ -230,7 +230,7 @@ async fn ctl_clients_show_subscriptions_and_sessions_top() {
     p.subscribe("other", QoS::AtMostOnce).await;
     eventually("sleeper offline", || {
         let clients = ctl_json(node, "k3", &["clients", "list"]);
-        clients.as_array().is_some_and(|a| {
+        clients["rows"].as_array().is_some_and(|a| {
             a.iter()
                 .any(|c| c["client_id"] == "sleeper" && c["connected"] == false)
         })
@@ -265,7 +265,161 @@ async fn ctl_clients_show_subscriptions_and_sessions_top() {
     })
     .await;
     assert_eq!(top.as_array().map(Vec::len), Some(1));
-    let (code, _, err) = ctl(node, "k3", &["sessions", "top", "--by", "bytes"]);
+    // By bytes: five messages of topic "q/x" (3 bytes) and a one-byte payload.
+    let top = ctl_json(node, "k3", &["sessions", "top", "--by", "bytes"]);
+    assert_eq!(top[0]["client_id"], "sleeper", "{top}");
+    assert_eq!(top[0]["pending_bytes"], 5 * 4, "{top}");
+    let (code, _, err) = ctl(node, "k3", &["sessions", "top", "--by", "age"]);
     assert_eq!(code, 1);
-    assert!(err.contains("only `queue`"), "{err}");
+    assert!(err.contains("usage"), "{err}");
+}
+
+fn find<'a>(rows: &'a Value, key: &str, value: &str) -> Option<&'a Value> {
+    rows.as_array()?.iter().find(|r| r[key] == value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_actors_top_actor_show_listings_paged_and_trace() {
+    let node = "adm4@127.0.0.1";
+    let mut r = Running::spawn_with(
+        free_port(),
+        &[],
+        &[
+            ("BEAMQ__NODE__NAME", node),
+            ("BEAMQ__CLUSTER__COOKIE", "k4"),
+            ("BEAMQ__SYS__INTERVAL", "0s"),
+        ],
+    );
+    r.wait_ready().await;
+    eventually("admin socket", || beamq::admin::socket_path(node).exists()).await;
+
+    // Three subscribers and a publisher.
+    let mut subs = Vec::new();
+    for i in 0..3 {
+        let mut c = v5::Client::connect_with(r.v5_options(&format!("sub-{i}"))).await;
+        c.subscribe(&format!("t/{i}"), QoS::AtMostOnce).await;
+        subs.push(c);
+    }
+    let mut publisher = v5::Client::connect_with(r.v5_options("pub")).await;
+
+    // Paged listings: two rows, then the rest after the last key shown.
+    let page = ctl_json(node, "k4", &["clients", "list", "--n", "2"]);
+    assert_eq!(page["rows"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(page["next"], "sub-0", "{page}");
+    let rest = ctl_json(node, "k4", &["clients", "list", "--after", "sub-0"]);
+    let ids: Vec<&str> = rest["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|c| c["client_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["sub-1", "sub-2"]);
+    assert!(rest["next"].is_null(), "{rest}");
+    let subscriptions = ctl_json(node, "k4", &["subscriptions", "list"]);
+    let rows = &subscriptions["rows"];
+    assert_eq!(rows.as_array().map(Vec::len), Some(3), "{subscriptions}");
+    assert_eq!(
+        find(rows, "filter", "t/1").expect("t/1")["client_id"],
+        "sub-1"
+    );
+    let (_, table, _) = ctl(node, "k4", &["subscriptions", "list", "--n", "1"]);
+    assert!(table.contains("(more: add --after"), "{table}");
+
+    // A trace of sub-1 while messages flow to it: the delivery appears in the stream.
+    let trace = tokio::task::spawn_blocking(move || {
+        ctl(node, "k4", &["trace", "client", "sub-1", "--for", "2"])
+    });
+    let mut traced = String::new();
+    for n in 0..30 {
+        publisher
+            .publish("t/1", QoS::AtMostOnce, false, format!("m{n}").as_bytes())
+            .await;
+        subs[1].next_publish().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, out, err) = trace.await.expect("trace ran");
+    assert_eq!(code, 0, "{err}");
+    traced.push_str(&out);
+    assert!(
+        traced.contains("sub-1 <- PUBLISH topic=t/1 qos=0 payload="),
+        "{traced}"
+    );
+    assert!(!traced.contains("sub-0"), "{traced}");
+    // The closing line says how many lines went out.
+    assert!(traced.contains("lines"), "{traced}");
+    let (code, _, err) = ctl(node, "k4", &["trace", "topic", "a/#/b"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a valid topic filter"), "{err}");
+
+    // actors top: every actor of the node with its counters; sub-1's actor handled the
+    // deliveries and its mailbox is empty now.
+    let top = ctl_json(
+        node,
+        "k4",
+        &[
+            "actors",
+            "top",
+            "--by",
+            "rate",
+            "--n",
+            "100",
+            "--interval",
+            "100",
+        ],
+    );
+    let me = find(&top, "name", "sub-1").expect("sub-1 listed");
+    assert_eq!(me["kind"], "client");
+    assert_eq!(me["mailbox"], 0);
+    assert!(me["handled"].as_u64().is_some_and(|n| n >= 30), "{me}");
+    assert_eq!(me["supervisor"], "session_sup", "{me}");
+    for kind in [
+        "router",
+        "registry",
+        "retainer",
+        "listener",
+        "supervisor",
+        "admin",
+    ] {
+        assert!(find(&top, "kind", kind).is_some(), "no {kind} in {top}");
+    }
+    // Sorted by what was asked.
+    let mem = ctl_json(node, "k4", &["actors", "top", "--by", "memory", "--n", "3"]);
+    let m: Vec<u64> = mem
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["memory_est"].as_u64())
+        .collect();
+    assert!(m.windows(2).all(|w| w[0] >= w[1]), "{mem}");
+
+    // actor show, by child name and by client id: counters and the actor's own summary.
+    let router = ctl_json(node, "k4", &["actor", "show", "router-0"]);
+    assert_eq!(router["kind"], "router", "{router}");
+    assert_eq!(router["supervisor"], "router_sup", "{router}");
+    assert!(
+        router["state"]["subscriptions added"]
+            .as_str()
+            .is_some_and(|n| n.parse::<u64>().is_ok()),
+        "{router}"
+    );
+    let client = ctl_json(node, "k4", &["actor", "show", "sub-2"]);
+    assert_eq!(client["kind"], "client");
+    assert_eq!(client["state"]["client id"], "sub-2", "{client}");
+    assert_eq!(client["state"]["subscriptions"], "1", "{client}");
+    let (code, table, _) = ctl(node, "k4", &["actor", "show", "registry"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("sessions"), "{table}");
+    let (code, _, err) = ctl(node, "k4", &["actor", "show", "nobody"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no actor"), "{err}");
+
+    // status carries the memory estimate by subsystem.
+    let status = ctl_json(node, "k4", &["status"]);
+    assert!(
+        status["memory_est"]["actors"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{status}"
+    );
+    assert!(status["actors_probed"].as_u64().is_some_and(|n| n >= 10));
 }

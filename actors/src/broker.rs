@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use beamq_protocol::session::{Delivery, Limits, Message, Subscription};
 use beamq_protocol::{ByteString, topic};
+use beamq_supervisors::probe::Counted;
 use parking_lot::{Mutex, RwLock};
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
@@ -74,6 +75,8 @@ pub struct Broker {
     pub started_at: Instant,
     /// Peers, their routes and send windows (empty on a node without cluster).
     pub cluster: ClusterState,
+    /// Live packet traces of the admin shell.
+    pub tracer: crate::trace::Tracer,
     routers: RwLock<Vec<Option<ActorRef<RouterMsg>>>>,
     registry: RwLock<Option<ActorRef<RegistryMsg>>>,
     session_sup: RwLock<Option<ActorCell>>,
@@ -99,6 +102,7 @@ impl Broker {
         );
         Arc::new(Broker {
             cluster: ClusterState::new(&config.node.name, config.cluster.send_window),
+            tracer: Default::default(),
             routes: RouteTable::new(config.mqtt.shared_subscription_strategy),
             retained,
             sessions: SessionTable::default(),
@@ -458,13 +462,13 @@ impl Broker {
     async fn call_router(
         &self,
         index: usize,
-        msg: impl Fn(ractor::RpcReplyPort<()>) -> RouterMsg,
+        msg: impl Fn(ractor::RpcReplyPort<()>) -> RouterMsg + Sync,
     ) -> Result<(), BrokerError> {
         let deadline = Instant::now() + RESTART_GRACE;
         loop {
             let router = self.routers.read().get(index).cloned().flatten();
             if let Some(router) = router {
-                if let Ok(CallResult::Success(())) = router.call(&msg, Some(CALL_TIMEOUT)).await {
+                if let Ok(CallResult::Success(())) = router.ask(&msg, CALL_TIMEOUT).await {
                     return Ok(());
                 }
             }
@@ -488,12 +492,12 @@ impl Broker {
             let registry = self.registry.read().clone();
             if let Some(registry) = registry {
                 let res = registry
-                    .call(
+                    .ask(
                         |reply| RegistryMsg::Register {
                             client: client.clone(),
                             reply,
                         },
-                        Some(CALL_TIMEOUT),
+                        CALL_TIMEOUT,
                     )
                     .await;
                 if let Ok(CallResult::Success(previous)) = res {
@@ -511,7 +515,7 @@ impl Broker {
     pub fn unregister(&self, client: &ClientHandle) {
         let registry = self.registry.read().clone();
         let sent = registry.is_some_and(|r| {
-            r.cast(RegistryMsg::Unregister {
+            r.send(RegistryMsg::Unregister {
                 client: client.clone(),
             })
             .is_ok()

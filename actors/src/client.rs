@@ -29,7 +29,7 @@ use beamq_protocol::session::{
 };
 use beamq_protocol::{ByteString, Connect, DecodeError, LastWill, Packet, ReasonCode, topic};
 use ractor::rpc::CallResult;
-use ractor::{Actor, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -37,6 +37,7 @@ use crate::broker::{Broker, CALL_TIMEOUT, FAULT_CLIENT_TOPIC, FAULT_ROUTER_TOPIC
 use crate::connection::Conn;
 use crate::link::{ClientHandle, ClientLink};
 use crate::router::RouterMsg;
+use beamq_supervisors::probe::{self, Counted, Describe, Probed, Registration, Summary};
 
 /// Stop reason of a client actor whose session ended the way the protocol says (disconnect,
 /// expiry, takeover, kick): a normal exit for the supervisor, which only warns about others.
@@ -110,6 +111,8 @@ pub enum ClientMsg {
     },
     /// Inspection: the actor describes itself (admin `clients show`, `subscriptions show`).
     Inspect(RpcReplyPort<ClientInfo>),
+    /// The same, as `actor show` asks every actor.
+    Describe(RpcReplyPort<Summary>),
     /// A timer set by this actor; stale epochs are ignored.
     Timer {
         /// Epoch when set.
@@ -130,6 +133,12 @@ pub enum ClientMsg {
 // Local only: client actors and their peers are never remotable (DESIGN §10), so the
 // message needs no serialization even with ractor's `cluster` feature on.
 impl ractor::Message for ClientMsg {}
+
+impl Describe for ClientMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        ClientMsg::Describe(reply)
+    }
+}
 
 /// What the socket task hands over when it starts the actor.
 #[derive(Debug)]
@@ -215,7 +224,7 @@ pub struct ClientState {
     /// Bumped whenever the timers set so far stop applying.
     epoch: u64,
     /// Timer tasks of the current epoch, aborted when it ends.
-    timers: Vec<JoinHandle<Result<(), MessagingErr<ClientMsg>>>>,
+    timers: Vec<JoinHandle<()>>,
     pending_will: Option<LastWill>,
     will_due: Option<Instant>,
     expiry_due: Option<Instant>,
@@ -228,6 +237,8 @@ pub struct ClientState {
     routes_removed: bool,
     sent_seen: u64,
     high_watermark: usize,
+    /// Removes the link's probe from the registry however the actor ends.
+    _registration: Registration,
 }
 
 impl std::fmt::Debug for ClientState {
@@ -323,6 +334,10 @@ async fn start(
         myself.clone(),
         broker.config.broker.max_mailbox,
     ));
+    // Registered before anyone can reach the actor by its link or id, so no message goes
+    // uncounted; dropped (unregistered) if the start fails.
+    probe::register::<ClientMsg>(myself.get_id(), link.clone());
+    let registration = Registration(myself.get_id());
     let clean_start = connect.clean_start;
     let previous = broker.register(&link).await?;
     let mut guard = StartGuard {
@@ -338,9 +353,9 @@ async fn start(
         broker.metrics.takeovers.inc();
         let res = old
             .actor
-            .call(
+            .ask(
                 |reply| ClientMsg::TakeoverBegin { clean_start, reply },
-                Some(CALL_TIMEOUT),
+                CALL_TIMEOUT,
             )
             .await;
         match res {
@@ -382,12 +397,12 @@ async fn start(
     if let Some(old) = &previous {
         let res = old
             .actor
-            .call(
+            .ask(
                 |reply| ClientMsg::TakeoverEnd {
                     successor: link.clone(),
                     reply,
                 },
-                Some(CALL_TIMEOUT),
+                CALL_TIMEOUT,
             )
             .await;
         if let Ok(CallResult::Success(b)) = res {
@@ -428,6 +443,7 @@ async fn start(
         routes_removed: false,
         sent_seen: 0,
         high_watermark,
+        _registration: registration,
     };
     let now = Instant::now();
     state.refresh_budget();
@@ -498,7 +514,7 @@ fn fault_injection(broker: &Broker, topic: &str) {
     }
     if topic == FAULT_ROUTER_TOPIC {
         if let Some(router) = broker.routers().into_iter().flatten().next() {
-            let _ = router.cast(RouterMsg::Crash);
+            let _ = router.send(RouterMsg::Crash);
         }
     }
 }
@@ -554,11 +570,15 @@ impl ClientState {
     }
 
     async fn handle(&mut self, myself: ActorRef<ClientMsg>, msg: ClientMsg) {
-        let msg_kind_changes_queue = !matches!(msg, ClientMsg::Inspect(_));
+        self.link.probe().handled();
+        let msg_kind_changes_queue = !matches!(msg, ClientMsg::Inspect(_) | ClientMsg::Describe(_));
         self.handle_msg(myself, msg).await;
         if msg_kind_changes_queue {
-            // The gauge `sessions top` sorts by, kept without asking every actor.
-            self.link.set_pending(self.channel.session.pending_len());
+            // The gauges `sessions top` sorts by, kept without asking every actor.
+            let session = &self.channel.session;
+            self.link
+                .set_pending(session.pending_len(), session.pending_bytes());
+            self.link.probe().set_bytes(session.pending_bytes());
         }
     }
 
@@ -625,6 +645,22 @@ impl ClientState {
             ClientMsg::Inspect(reply) => {
                 let _ = reply.send(self.info());
             }
+            ClientMsg::Describe(reply) => {
+                let i = self.info();
+                let _ = reply.send(vec![
+                    ("client id".into(), i.client_id),
+                    ("peer".into(), i.peer.unwrap_or_else(|| "offline".into())),
+                    ("version".into(), i.version),
+                    ("subscriptions".into(), i.subscriptions.len().to_string()),
+                    ("in flight".into(), i.inflight.to_string()),
+                    ("pending".into(), i.pending.to_string()),
+                    (
+                        "pending bytes".into(),
+                        self.channel.session.pending_bytes().to_string(),
+                    ),
+                    ("deliveries in mailbox".into(), i.mailbox.to_string()),
+                ]);
+            }
             ClientMsg::HandoffEnd { reply } => {
                 let buffered = match &mut self.takeover {
                     Takeover::Handing { buffered, .. } => std::mem::take(buffered),
@@ -668,7 +704,14 @@ impl ClientState {
     ) {
         let now = Instant::now();
         self.refresh_budget();
+        let tracing = self.broker.tracer.is_active();
         for packet in packets {
+            if tracing {
+                let id = &self.link.client_id;
+                self.broker
+                    .tracer
+                    .packet(id, crate::trace::Dir::In, &packet);
+            }
             // Where this packet's answers start: an internal failure must not send a SUBACK
             // for a subscription that is not in place.
             let mark = self.channel.out.len();
@@ -832,6 +875,16 @@ impl ClientState {
         }
         let now = Instant::now();
         self.refresh_budget();
+        if self.broker.tracer.is_active() {
+            for d in &batch {
+                let m = &d.message;
+                let qos = d.qos as u8;
+                let id = &self.link.client_id;
+                self.broker
+                    .tracer
+                    .delivery(id, &m.topic, qos, m.payload.len());
+            }
+        }
         {
             let mut d = Dispatch {
                 broker: &self.broker,
@@ -1003,7 +1056,7 @@ impl ClientState {
 
     fn schedule(&mut self, myself: &ActorRef<ClientMsg>, kind: TimerKind, after: Duration) {
         let epoch = self.epoch;
-        let handle = myself.send_after(after.min(MAX_TIMER), move || ClientMsg::Timer {
+        let handle = myself.counted_after(after.min(MAX_TIMER), move || ClientMsg::Timer {
             epoch,
             kind,
         });

@@ -20,6 +20,7 @@ use std::time::Duration;
 use beamq_protocol::codec;
 use beamq_protocol::session::{self, Accepted, Refused};
 use beamq_protocol::{BytesMut, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
+use beamq_supervisors::probe::Counted;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorRef};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -252,7 +253,7 @@ struct LostGuard {
 impl Drop for LostGuard {
     fn drop(&mut self) {
         if let Some(reason) = self.reason.take() {
-            let _ = self.actor.cast(ClientMsg::ConnectionLost(reason));
+            let _ = self.actor.send(ClientMsg::ConnectionLost(reason));
         }
     }
 }
@@ -404,7 +405,7 @@ where
         // that brought it down happened before the request).
         if conn.pending() <= conn.low_watermark && conn.want_writable.swap(false, Ordering::AcqRel)
         {
-            let _ = actor.cast(ClientMsg::Writable);
+            let _ = actor.send(ClientMsg::Writable);
         }
         // Stop reading while the actor is behind (batches in its mailbox) or while our answers
         // pile up unread: a client that sends without reading cannot grow either without bound.
@@ -477,7 +478,7 @@ where
             _ = sleep_until_opt(deadline), if deadline.is_some() && can_read => {
                 // Stop reading but keep writing: the actor answers with DISCONNECT 0x8D (v5)
                 // and closes the connection itself.
-                if actor.cast(ClientMsg::ConnectionLost(LostReason::KeepAliveTimeout)).is_err() {
+                if actor.send(ClientMsg::ConnectionLost(LostReason::KeepAliveTimeout)).is_err() {
                     return None;
                 }
                 reading = false;
@@ -573,5 +574,5 @@ fn hand_over(
         return true;
     }
     conn.batches.fetch_add(1, Ordering::AcqRel);
-    actor.cast(ClientMsg::Inbound { packets, error }).is_ok()
+    actor.send(ClientMsg::Inbound { packets, error }).is_ok()
 }

@@ -31,6 +31,7 @@ pub mod router;
 pub mod sys;
 #[cfg(test)]
 mod testing;
+pub mod trace;
 
 pub use broker::Broker;
 pub use config::Config;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use beamq_protocol::ByteString;
 use beamq_protocol::session::Delivery;
+use beamq_supervisors::probe::{Probe, Probed};
 use ractor::ActorRef;
 
 use ractor::MessagingErr;
@@ -49,6 +50,10 @@ pub struct ClientLink {
     max_mailbox: usize,
     /// Messages its session holds (in flight and queued), as of the actor's last message.
     pending: AtomicUsize,
+    /// Their topic and payload bytes, likewise.
+    pending_bytes: AtomicUsize,
+    /// The actor's mailbox and message counters (embedded: no allocation of its own).
+    probe: Probe,
     /// When the actor started (microseconds since the epoch): the newer of two connections
     /// racing for one client id on two nodes wins.
     pub started_us: u64,
@@ -65,6 +70,8 @@ impl ClientLink {
             online: AtomicBool::new(true),
             max_mailbox,
             pending: AtomicUsize::new(0),
+            pending_bytes: AtomicUsize::new(0),
+            probe: Probe::new("client"),
             started_us: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
@@ -86,9 +93,12 @@ impl ClientLink {
             metrics.dropped.mailbox_full.add(n as u64);
             return Delivered::Refused;
         }
+        // Counted here rather than through the registry: this is the publish path.
+        self.probe.sent(1);
         match self.actor.cast(ClientMsg::Deliver(batch)) {
             Ok(()) => Delivered::Yes,
             Err(e) => {
+                self.probe.unsent(1);
                 self.queued.fetch_sub(n, Ordering::AcqRel);
                 match e {
                     MessagingErr::SendErr(ClientMsg::Deliver(batch)) => Delivered::Gone(batch),
@@ -109,8 +119,14 @@ impl ClientLink {
     }
 
     /// Set by the client actor after each message it handles.
-    pub fn set_pending(&self, n: usize) {
+    pub fn set_pending(&self, n: usize, bytes: usize) {
         self.pending.store(n, Ordering::Relaxed);
+        self.pending_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Topic and payload bytes the session holds, as of the actor's last message.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes.load(Ordering::Relaxed)
     }
 
     /// Deliveries waiting in the mailbox.
@@ -131,5 +147,15 @@ impl ClientLink {
     /// Marks the connection state.
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
+    }
+}
+
+impl Probed for ClientLink {
+    fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    fn label(&self) -> Option<String> {
+        Some(self.client_id.to_string())
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use beamq_supervisors::probe::{self, Describe, Probe, Registration, Summary};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -28,11 +29,19 @@ use crate::connection;
 pub enum ListenerMsg {
     /// Reports the bound address and the connections open through it.
     Inspect(RpcReplyPort<ListenerInfo>),
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Local only: client actors and their peers are never remotable (DESIGN §10), so the
 // message needs no serialization even with ractor's `cluster` feature on.
 impl ractor::Message for ListenerMsg {}
+
+impl Describe for ListenerMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        ListenerMsg::Describe(reply)
+    }
+}
 
 /// What a listener reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +72,8 @@ pub struct ListenerState {
     addr: SocketAddr,
     open: Arc<AtomicUsize>,
     accept_task: JoinHandle<()>,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 impl Drop for ListenerState {
@@ -83,7 +94,7 @@ impl Actor for Listener {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<ListenerMsg>,
+        myself: ActorRef<ListenerMsg>,
         args: ListenerArgs,
     ) -> Result<ListenerState, ActorProcessingErr> {
         let listener = bind(&args.config)
@@ -98,11 +109,14 @@ impl Actor for Listener {
             args.config.max_connections,
             open.clone(),
         ));
+        let (probe, registration) = probe::start(&myself, "listener");
         Ok(ListenerState {
             name: args.name,
             addr,
             open,
             accept_task,
+            probe,
+            _registration: registration,
         })
     }
 
@@ -112,7 +126,18 @@ impl Actor for Listener {
         msg: ListenerMsg,
         state: &mut ListenerState,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
         match msg {
+            ListenerMsg::Describe(reply) => {
+                let _ = reply.send(vec![
+                    ("listener".into(), state.name.clone()),
+                    ("address".into(), state.addr.to_string()),
+                    (
+                        "connections".into(),
+                        state.open.load(Ordering::Relaxed).to_string(),
+                    ),
+                ]);
+            }
             ListenerMsg::Inspect(reply) => {
                 let _ = reply.send(ListenerInfo {
                     name: state.name.clone(),

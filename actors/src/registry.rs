@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use beamq_protocol::ByteString;
+use beamq_supervisors::probe::{self, Describe, Probe, Registration, Summary};
 use parking_lot::RwLock;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -103,11 +104,29 @@ pub enum RegistryMsg {
         /// The departing owner.
         client: ClientHandle,
     },
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Local only: client actors and their peers are never remotable (DESIGN §10), so the
 // message needs no serialization even with ractor's `cluster` feature on.
 impl ractor::Message for RegistryMsg {}
+
+impl Describe for RegistryMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        RegistryMsg::Describe(reply)
+    }
+}
+
+/// State of the registry.
+#[derive(Debug)]
+pub struct RegistryState {
+    broker: Arc<Broker>,
+    /// Registrations that replaced a previous owner (takeovers), in this incarnation.
+    takeovers: u64,
+    probe: Arc<Probe>,
+    _registration: Registration,
+}
 
 /// The registry actor.
 #[derive(Debug, Clone, Copy)]
@@ -115,24 +134,30 @@ pub struct Registry;
 
 impl Actor for Registry {
     type Msg = RegistryMsg;
-    type State = Arc<Broker>;
+    type State = RegistryState;
     type Arguments = Arc<Broker>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<RegistryMsg>,
         broker: Arc<Broker>,
-    ) -> Result<Arc<Broker>, ActorProcessingErr> {
+    ) -> Result<RegistryState, ActorProcessingErr> {
+        let (probe, registration) = probe::start(&myself, "registry");
         broker.set_registry(Some(myself));
-        Ok(broker)
+        Ok(RegistryState {
+            broker,
+            takeovers: 0,
+            probe,
+            _registration: registration,
+        })
     }
 
     async fn post_stop(
         &self,
         _myself: ActorRef<RegistryMsg>,
-        broker: &mut Arc<Broker>,
+        state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
-        broker.set_registry(None);
+        state.broker.set_registry(None);
         Ok(())
     }
 
@@ -140,11 +165,20 @@ impl Actor for Registry {
         &self,
         _myself: ActorRef<RegistryMsg>,
         msg: RegistryMsg,
-        broker: &mut Arc<Broker>,
+        state: &mut RegistryState,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
+        let broker = &state.broker;
         match msg {
+            RegistryMsg::Describe(reply) => {
+                let _ = reply.send(vec![
+                    ("sessions".into(), broker.sessions.len().to_string()),
+                    ("takeovers".into(), state.takeovers.to_string()),
+                ]);
+            }
             RegistryMsg::Register { client, reply } => {
                 let previous = broker.sessions.insert(&client);
+                state.takeovers += u64::from(previous.is_some());
                 // The caller may have timed out; its session start then fails on its own.
                 let _ = reply.send(previous);
             }

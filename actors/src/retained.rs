@@ -47,6 +47,8 @@ pub enum RetainRefused {
 pub struct RetainedStore {
     root: RwLock<Node>,
     count: AtomicUsize,
+    /// Topic and payload bytes stored (for the admin's memory estimate).
+    bytes: AtomicUsize,
     /// Sequence number of the last message stored (written under the write lock).
     seq: AtomicU64,
     max_messages: usize,
@@ -59,6 +61,7 @@ impl RetainedStore {
         RetainedStore {
             root: RwLock::new(Node::default()),
             count: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             max_messages,
             max_payload,
@@ -68,6 +71,11 @@ impl RetainedStore {
     /// Retained messages stored.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Topic and payload bytes stored.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// True when nothing is retained.
@@ -114,20 +122,21 @@ impl RetainedStore {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
         let seq = self.seq.load(Ordering::Relaxed) + 1;
-        node.message = Some((kept, seq));
+        self.bytes.fetch_add(size(&kept), Ordering::Relaxed);
+        if let Some((old, _)) = node.message.replace((kept, seq)) {
+            self.bytes.fetch_sub(size(&old), Ordering::Relaxed);
+        }
         self.seq.store(seq, Ordering::Release);
         Ok(())
     }
 
     /// Removes the retained message of `topic`, pruning empty branches.
     pub fn remove(&self, topic: &str) -> bool {
-        fn go(node: &mut Node, levels: &[&str]) -> bool {
+        fn go(node: &mut Node, levels: &[&str]) -> Option<usize> {
             let Some((first, rest)) = levels.split_first() else {
-                return node.message.take().is_some();
+                return node.message.take().map(|(m, _)| size(&m));
             };
-            let Some(child) = node.children.get_mut(*first) else {
-                return false;
-            };
+            let child = node.children.get_mut(*first)?;
             let removed = go(child, rest);
             if child.message.is_none() && child.children.is_empty() {
                 node.children.remove(*first);
@@ -136,10 +145,11 @@ impl RetainedStore {
         }
         let levels: Vec<&str> = topic.split('/').collect();
         let removed = go(&mut self.root.write(), &levels);
-        if removed {
+        if let Some(bytes) = removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
-        removed
+        removed.is_some()
     }
 
     /// Up to `limit` unexpired retained messages whose topic matches `filter` (a valid filter
@@ -174,24 +184,30 @@ impl RetainedStore {
 
     /// Removes expired retained messages; returns how many.
     pub fn sweep_expired(&self, now: Instant) -> usize {
-        fn go(node: &mut Node, now: Instant) -> usize {
-            let mut n = 0;
+        /// Removes expired messages below `node`; returns (messages, bytes) removed.
+        fn go(node: &mut Node, now: Instant) -> (usize, usize) {
+            let (mut n, mut bytes) = (0, 0);
             if node
                 .message
                 .as_ref()
                 .is_some_and(|(m, _)| m.is_expired(now))
             {
-                node.message = None;
+                if let Some((m, _)) = node.message.take() {
+                    bytes += size(&m);
+                }
                 n += 1;
             }
             node.children.retain(|_, child| {
-                n += go(child, now);
+                let (cn, cb) = go(child, now);
+                n += cn;
+                bytes += cb;
                 child.message.is_some() || !child.children.is_empty()
             });
-            n
+            (n, bytes)
         }
-        let n = go(&mut self.root.write(), now);
+        let (n, bytes) = go(&mut self.root.write(), now);
         self.count.fetch_sub(n, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
         n
     }
 
@@ -199,8 +215,14 @@ impl RetainedStore {
     pub fn clear(&self) -> usize {
         let mut root = self.root.write();
         *root = Node::default();
+        self.bytes.store(0, Ordering::Relaxed);
         self.count.swap(0, Ordering::Relaxed)
     }
+}
+
+/// Bytes a retained message holds: its topic and payload.
+fn size(m: &Message) -> usize {
+    m.topic.len() + m.payload.len()
 }
 
 /// Where the walk stands relative to the `after` topic of a page.
@@ -348,12 +370,22 @@ mod tests {
         let s = RetainedStore::new(0, 1024);
         let now = Instant::now();
         s.apply(&msg("a/b", b"1")).expect("stored");
-        s.apply(&msg("a/b", b"2")).expect("replaced");
+        s.apply(&msg("a/b", b"22")).expect("replaced");
         assert_eq!(s.len(), 1);
-        assert_eq!(&s.matching("a/b", now)[0].payload[..], b"2");
+        assert_eq!(
+            s.bytes(),
+            3 + 2,
+            "topic and payload of the replacement only"
+        );
+        assert_eq!(&s.matching("a/b", now)[0].payload[..], b"22");
         s.apply(&msg("a/b", b"")).expect("cleared");
         assert_eq!(s.len(), 0);
+        assert_eq!(s.bytes(), 0);
         assert!(s.matching("#", now).is_empty());
+        s.apply(&msg("c", b"x")).expect("stored");
+        assert_eq!(s.bytes(), 2);
+        s.clear();
+        assert_eq!(s.bytes(), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use beamq_supervisors::probe::{self, Counted, Describe, Probe, Registration, Summary};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
@@ -24,17 +25,30 @@ pub enum RetainerMsg {
     Count(RpcReplyPort<usize>),
     /// Remove every retained message; replies with how many were removed.
     Clean(RpcReplyPort<usize>),
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Local only: client actors and their peers are never remotable (DESIGN §10), so the
 // message needs no serialization even with ractor's `cluster` feature on.
 impl ractor::Message for RetainerMsg {}
 
+impl Describe for RetainerMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        RetainerMsg::Describe(reply)
+    }
+}
+
 /// State: the broker and the sweep timer (stopped on drop).
 #[derive(Debug)]
 pub struct RetainerState {
     broker: Arc<Broker>,
     timer: JoinHandle<()>,
+    every: Duration,
+    /// Expired messages removed by this incarnation.
+    swept: u64,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 impl Drop for RetainerState {
@@ -63,8 +77,16 @@ impl Actor for Retainer {
             .expiry_check_interval
             .get()
             .unwrap_or(Duration::from_secs(10));
-        let timer = myself.send_interval(every, || RetainerMsg::Sweep);
-        Ok(RetainerState { broker, timer })
+        let (probe, registration) = probe::start(&myself, "retainer");
+        let timer = myself.counted_interval(every, || RetainerMsg::Sweep);
+        Ok(RetainerState {
+            broker,
+            timer,
+            every,
+            swept: 0,
+            probe,
+            _registration: registration,
+        })
     }
 
     async fn handle(
@@ -73,9 +95,18 @@ impl Actor for Retainer {
         msg: RetainerMsg,
         state: &mut RetainerState,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
         match msg {
+            RetainerMsg::Describe(reply) => {
+                let _ = reply.send(vec![
+                    ("retained".into(), state.broker.retained.len().to_string()),
+                    ("sweep every".into(), format!("{:?}", state.every)),
+                    ("expired removed".into(), state.swept.to_string()),
+                ]);
+            }
             RetainerMsg::Sweep => {
                 let n = state.broker.retained.sweep_expired(Instant::now());
+                state.swept += n as u64;
                 if n > 0 {
                     tracing::debug!(removed = n, "expired retained messages removed");
                 }

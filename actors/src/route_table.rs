@@ -318,30 +318,60 @@ impl RouteTable {
     /// Every route of this node, as announced to cluster peers: filters with a direct
     /// subscriber, and `$share/{group}/{filter}` for each shared group with a member.
     pub fn announced_filters(&self) -> Vec<ByteString> {
-        fn routes_of(s: &FilterSubs, out: &mut Vec<ByteString>) {
+        let mut out = Vec::new();
+        self.for_each_filter(|s| {
             if !s.direct.is_empty() {
                 out.push(s.filter.clone());
             }
             for g in &s.groups {
                 out.push(ByteString::from(format!("$share/{}/{}", g.name, s.filter)));
             }
-        }
+        });
+        out
+    }
+
+    /// Every subscription in the table: filter as subscribed (with its share prefix), client
+    /// id and granted QoS. Unordered; for the admin listing, which sorts and pages it.
+    pub fn all_subscriptions(&self) -> Vec<(ByteString, ByteString, u8)> {
         let mut out = Vec::new();
+        self.for_each_filter(|s| {
+            for (id, e) in &s.direct {
+                out.push((
+                    s.filter.clone(),
+                    id.clone(),
+                    e.subscription.options.qos as u8,
+                ));
+            }
+            for g in &s.groups {
+                let filter = ByteString::from(format!("$share/{}/{}", g.name, s.filter));
+                for m in &g.members {
+                    out.push((
+                        filter.clone(),
+                        m.client.client_id.clone(),
+                        m.subscription.options.qos as u8,
+                    ));
+                }
+            }
+        });
+        out
+    }
+
+    /// Calls `f` with every filter's subscriber set, one read lock at a time.
+    fn for_each_filter(&self, mut f: impl FnMut(&FilterSubs)) {
         for shard in &self.exact {
             for s in shard.read().values() {
-                routes_of(s, &mut out);
+                f(s);
             }
         }
-        fn collect(node: &Node, out: &mut Vec<ByteString>) {
+        fn walk(node: &Node, f: &mut impl FnMut(&FilterSubs)) {
             if let Some(s) = &node.subs {
-                routes_of(s, out);
+                f(s);
             }
             for child in node.children.values() {
-                collect(child, out);
+                walk(child, f);
             }
         }
-        collect(&self.wildcard.read(), &mut out);
-        out
+        walk(&self.wildcard.read(), &mut f);
     }
 
     /// Runs `f` on the subscriber set of `filter` under the write lock, creating it if asked,

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use beamq_protocol::ByteString;
 use beamq_protocol::session::Subscription;
+use beamq_supervisors::probe::{self, Describe, Probe, Registration, Summary};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::broker::Broker;
@@ -47,11 +48,19 @@ pub enum RouterMsg {
     },
     /// Test-only: panic, to show the supervisor restarting a router (`debug.fault_injection`).
     Crash,
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Local only: client actors and their peers are never remotable (DESIGN §10), so the
 // message needs no serialization even with ractor's `cluster` feature on.
 impl ractor::Message for RouterMsg {}
+
+impl Describe for RouterMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        RouterMsg::Describe(reply)
+    }
+}
 
 /// Arguments: which slot this router fills, and the broker.
 #[derive(Debug, Clone)]
@@ -62,28 +71,48 @@ pub struct RouterArgs {
     pub broker: Arc<Broker>,
 }
 
+/// State of a router.
+#[derive(Debug)]
+pub struct RouterState {
+    index: usize,
+    broker: Arc<Broker>,
+    /// Filters added and removed by this incarnation.
+    added: u64,
+    removed: u64,
+    probe: Arc<Probe>,
+    _registration: Registration,
+}
+
 /// The router actor.
 #[derive(Debug, Clone, Copy)]
 pub struct Router;
 
 impl Actor for Router {
     type Msg = RouterMsg;
-    type State = RouterArgs;
+    type State = RouterState;
     type Arguments = RouterArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<RouterMsg>,
         args: RouterArgs,
-    ) -> Result<RouterArgs, ActorProcessingErr> {
+    ) -> Result<RouterState, ActorProcessingErr> {
+        let (probe, registration) = probe::start(&myself, "router");
         args.broker.set_router(args.index, Some(myself));
-        Ok(args)
+        Ok(RouterState {
+            index: args.index,
+            broker: args.broker,
+            added: 0,
+            removed: 0,
+            probe,
+            _registration: registration,
+        })
     }
 
     async fn post_stop(
         &self,
         _myself: ActorRef<RouterMsg>,
-        state: &mut RouterArgs,
+        state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         state.broker.set_router(state.index, None);
         Ok(())
@@ -93,16 +122,25 @@ impl Actor for Router {
         &self,
         _myself: ActorRef<RouterMsg>,
         msg: RouterMsg,
-        state: &mut RouterArgs,
+        state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
         let routes = &state.broker.routes;
         match msg {
+            RouterMsg::Describe(reply) => {
+                let _ = reply.send(vec![
+                    ("slot".into(), state.index.to_string()),
+                    ("subscriptions added".into(), state.added.to_string()),
+                    ("subscriptions removed".into(), state.removed.to_string()),
+                ]);
+            }
             RouterMsg::Subscribe {
                 client,
                 subs,
                 reply,
             } => {
                 for (filter, subscription) in subs {
+                    state.added += 1;
                     // All changes to one filter pass through this router, so the check and
                     // the insert cannot be split by another change to the same filter.
                     let first = !routes.has_route(&filter);
@@ -126,6 +164,7 @@ impl Actor for Router {
             } => {
                 for filter in &filters {
                     let removed = routes.remove(filter, &client);
+                    state.removed += u64::from(removed);
                     if removed && !routes.has_route(filter) {
                         state.broker.cluster.announce(filter, false);
                     }

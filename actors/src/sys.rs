@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use beamq_protocol::session::Message;
 use beamq_protocol::{ByteString, Bytes};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use beamq_supervisors::probe::{self, Counted, Describe, Probe, Registration, Summary};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -21,17 +22,30 @@ use crate::broker::Broker;
 pub enum SysMsg {
     /// Publish the current values.
     Tick,
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Local only: client actors and their peers are never remotable (DESIGN §10), so the
 // message needs no serialization even with ractor's `cluster` feature on.
 impl ractor::Message for SysMsg {}
 
+impl Describe for SysMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        SysMsg::Describe(reply)
+    }
+}
+
 /// State: the broker and the timer (stopped on drop).
 #[derive(Debug)]
 pub struct SysState {
     broker: Arc<Broker>,
     timer: Option<JoinHandle<()>>,
+    every: Duration,
+    /// Rounds of `$SYS` messages published by this incarnation.
+    rounds: u64,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 impl Drop for SysState {
@@ -57,11 +71,19 @@ impl Actor for Sys {
         broker: Arc<Broker>,
     ) -> Result<SysState, ActorProcessingErr> {
         let every = broker.config.sys.interval.get().unwrap_or(Duration::ZERO);
+        let (probe, registration) = probe::start(&myself, "sys");
         let timer = (!every.is_zero()).then(|| {
-            let _ = myself.cast(SysMsg::Tick);
-            myself.send_interval(every, || SysMsg::Tick)
+            let _ = myself.send(SysMsg::Tick);
+            myself.counted_interval(every, || SysMsg::Tick)
         });
-        Ok(SysState { broker, timer })
+        Ok(SysState {
+            broker,
+            timer,
+            every,
+            rounds: 0,
+            probe,
+            _registration: registration,
+        })
     }
 
     async fn handle(
@@ -70,8 +92,23 @@ impl Actor for Sys {
         msg: SysMsg,
         state: &mut SysState,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
         match msg {
-            SysMsg::Tick => publish_all(&state.broker),
+            SysMsg::Tick => {
+                state.rounds += 1;
+                publish_all(&state.broker);
+            }
+            SysMsg::Describe(reply) => {
+                let every = if state.every.is_zero() {
+                    "off".to_string()
+                } else {
+                    format!("{:?}", state.every)
+                };
+                let _ = reply.send(vec![
+                    ("interval".into(), every),
+                    ("rounds published".into(), state.rounds.to_string()),
+                ]);
+            }
         }
         Ok(())
     }

@@ -19,7 +19,24 @@ pub async fn run(
     args: &[String],
     json: bool,
 ) -> Result<String, String> {
-    let value = tokio::time::timeout(TIMEOUT, request(socket, cookie, args))
+    run_with(socket, cookie, args, json, &mut |line| println!("{line}")).await
+}
+
+/// As [`run`], with streamed lines (a `trace`) handed to `on_line` as they arrive.
+pub async fn run_with(
+    socket: &Path,
+    cookie: &str,
+    args: &[String],
+    json: bool,
+    on_line: &mut (dyn FnMut(String) + Send),
+) -> Result<String, String> {
+    // A trace runs as long as asked (at most 600 s); everything else answers at once.
+    let limit = if args.first().map(String::as_str) == Some("trace") {
+        Duration::from_secs(620)
+    } else {
+        TIMEOUT
+    };
+    let value = tokio::time::timeout(limit, request(socket, cookie, args, json, on_line))
         .await
         .map_err(|_| "the node did not answer in time".to_string())??;
     Ok(if json {
@@ -29,7 +46,13 @@ pub async fn run(
     })
 }
 
-async fn request(socket: &Path, cookie: &str, args: &[String]) -> Result<Value, String> {
+async fn request(
+    socket: &Path,
+    cookie: &str,
+    args: &[String],
+    json: bool,
+    on_line: &mut (dyn FnMut(String) + Send),
+) -> Result<Value, String> {
     let stream = UnixStream::connect(socket).await.map_err(|e| {
         format!(
             "cannot reach the node at {} ({e}); is it running, under this node name?",
@@ -44,27 +67,50 @@ async fn request(socket: &Path, cookie: &str, args: &[String]) -> Result<Value, 
     .map_err(|e| e.to_string())?;
     line.push(b'\n');
     write.write_all(&line).await.map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    BufReader::new(read)
-        .read_line(&mut answer)
-        .await
-        .map_err(|e| e.to_string())?;
-    match serde_json::from_str::<Response>(&answer) {
-        Ok(Response::Ok(v)) => Ok(v),
-        Ok(Response::Error(e)) => Err(e),
-        Err(e) => Err(format!("unreadable answer from the node: {e}")),
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut answer = String::new();
+        let n = reader
+            .read_line(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the node closed the connection without an answer".into());
+        }
+        match serde_json::from_str::<Response>(&answer) {
+            Ok(Response::Event(v)) => on_line(if json {
+                v.to_string()
+            } else {
+                match v {
+                    Value::String(s) => s,
+                    other => render(&other).trim_end().to_string(),
+                }
+            }),
+            Ok(Response::Ok(v)) => return Ok(v),
+            Ok(Response::Error(e)) => return Err(e),
+            Err(e) => return Err(format!("unreadable answer from the node: {e}")),
+        }
     }
 }
 
-/// A value as text: an array of objects as a table, an object as aligned `key value` lines
-/// (with nested arrays as tables below), anything else as JSON.
 pub fn render(v: &Value) -> String {
     match v {
         Value::Array(rows) => table(rows),
+        // One page of a listing: the rows, and how to ask for the next page.
+        Value::Object(map)
+            if map.len() == 2 && map.contains_key("rows") && map.contains_key("next") =>
+        {
+            let rows = map["rows"].as_array().map_or(&[][..], Vec::as_slice);
+            let mut out = table(rows);
+            if let Some(next) = map["next"].as_str() {
+                out.push_str(&format!("(more: add --after {next})\n"));
+            }
+            out
+        }
         Value::Object(map) => {
             let width = map
                 .iter()
-                .filter(|(_, v)| !v.is_array())
+                .filter(|(_, v)| !v.is_array() && !v.is_object())
                 .map(|(k, _)| k.len())
                 .max()
                 .unwrap_or(0);
@@ -74,6 +120,10 @@ pub fn render(v: &Value) -> String {
                 match v {
                     Value::Array(rows) => {
                         nested.push_str(&format!("\n{k}:\n{}", table(rows)));
+                    }
+                    Value::Object(_) => {
+                        let inner: String = render(v).lines().map(|l| format!("  {l}\n")).collect();
+                        nested.push_str(&format!("\n{k}:\n{inner}"));
                     }
                     _ => out.push_str(&format!("{k:width$}  {}\n", cell(v))),
                 }

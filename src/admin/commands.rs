@@ -7,6 +7,7 @@
 use beamq_actors::Broker;
 use beamq_actors::client::{ClientInfo, ClientMsg};
 use beamq_protocol::ReasonCode;
+use beamq_supervisors::probe::Counted;
 use beamq_supervisors::{ChildKind, ChildStatus, DynamicSupervisorMsg, Strategy, SupervisorMsg};
 use serde_json::{Value, json};
 
@@ -34,7 +35,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "the live supervision tree: strategies, intensity, children, restarts",
     ),
     (
-        "actor kill NAME|ID",
+        "actor kill ID|NAME",
         "kill an actor; its supervisor restarts it (a client is disconnected)",
     ),
     (
@@ -53,7 +54,26 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "log level LEVEL [TARGET]",
         "change the log filter now (e.g. debug, or warn beamq_actors)",
     ),
-    ("clients list", "client ids with a session on this node"),
+    (
+        "clients list [--n N] [--after ID]",
+        "client ids with a session on this node, one page",
+    ),
+    (
+        "subscriptions list [--n N] [--after KEY]",
+        "every subscription on this node (filter, client, QoS), one page",
+    ),
+    (
+        "actors top [--by mailbox|rate|memory] [--n N] [--interval MS]",
+        "busiest actors (live in the shell, refreshed until Ctrl-C)",
+    ),
+    (
+        "actor show ID|NAME",
+        "one actor: kind, supervisor, mailbox, messages, restarts, its own state summary",
+    ),
+    (
+        "trace client ID|topic FILTER [--for SECS]",
+        "stream a client's packets or a topic's messages (rate-limited)",
+    ),
     (
         "clients show ID",
         "one client as its actor reports it: peer, version, session, queues, drops",
@@ -63,8 +83,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "one client's subscriptions with their options",
     ),
     (
-        "sessions top [--by queue] [--n N]",
-        "sessions holding the most messages (in flight and queued)",
+        "sessions top [--by queue|bytes] [--n N]",
+        "sessions holding the most messages or bytes (in flight and queued)",
     ),
     (
         "clients kick ID",
@@ -91,7 +111,19 @@ pub async fn run(broker: &Broker, args: &[String]) -> Result<Value, String> {
             broker.cluster.force_leave(node)?;
             Ok(json!({ "removed": node }))
         }
-        ["clients", "list"] => Ok(clients(broker)),
+        ["clients", "list", rest @ ..] => {
+            let page = Page::parse(rest)?;
+            Ok(clients(broker, &page))
+        }
+        ["subscriptions", "list", rest @ ..] => {
+            let page = Page::parse(rest)?;
+            Ok(subscriptions(broker, &page))
+        }
+        ["actors", "top", rest @ ..] => {
+            let args = super::actors::TopArgs::parse(rest)?;
+            Ok(super::actors::top(broker, args).await)
+        }
+        ["actor", "show", who] => super::actors::show(broker, who).await,
         ["tree"] => Ok(Value::Array(
             tree(broker).await?.into_iter().map(|r| r.json()).collect(),
         )),
@@ -141,6 +173,7 @@ pub async fn run(broker: &Broker, args: &[String]) -> Result<Value, String> {
         }
         ["sessions", "top", rest @ ..] => {
             let mut n = 10;
+            let mut by_bytes = false;
             for pair in rest.chunks(2) {
                 match pair {
                     ["--n", v] => {
@@ -148,16 +181,12 @@ pub async fn run(broker: &Broker, args: &[String]) -> Result<Value, String> {
                             .parse()
                             .map_err(|_| format!("--n expects a number, got `{v}`"))?
                     }
-                    ["--by", "queue"] => {}
-                    ["--by", other] => {
-                        return Err(format!(
-                            "sessions top --by {other}: only `queue` is tracked so far"
-                        ));
-                    }
-                    _ => return Err("usage: sessions top [--by queue] [--n N]".into()),
+                    ["--by", "queue"] => by_bytes = false,
+                    ["--by", "bytes"] => by_bytes = true,
+                    _ => return Err("usage: sessions top [--by queue|bytes] [--n N]".into()),
                 }
             }
-            Ok(sessions_top(broker, n))
+            Ok(sessions_top(broker, n, by_bytes))
         }
         ["help"] | [] => Ok(Value::Array(
             COMMANDS
@@ -169,6 +198,31 @@ pub async fn run(broker: &Broker, args: &[String]) -> Result<Value, String> {
     }
 }
 
+/// Estimated bytes of one subscription in the route table: the filter key's share, the entry
+/// (a link handle and the options) and the hash map slot around it.
+const ROUTE_ENTRY_BYTES: usize = 128;
+
+/// Memory by subsystem, estimated from what each keeps count of (no table is walked): actors
+/// at their fixed cost, the messages sessions hold, the retained store and the route table.
+/// Shared payloads count once per session holding them, so the sum can exceed the RSS.
+fn memory_estimate(broker: &Broker) -> Value {
+    let probes = beamq_supervisors::probe::all();
+    let actors = probes.len() * super::actors::ACTOR_BASE_BYTES;
+    let sessions: usize = broker
+        .sessions
+        .all()
+        .iter()
+        .map(|c| c.pending_bytes())
+        .sum();
+    let routes = broker.routes.subscription_count() * ROUTE_ENTRY_BYTES;
+    json!({
+        "actors": actors,
+        "session_messages": sessions,
+        "retained": broker.retained.bytes(),
+        "routes": routes,
+    })
+}
+
 fn status(broker: &Broker) -> Value {
     let m = &broker.metrics;
     json!({
@@ -176,7 +230,9 @@ fn status(broker: &Broker) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": broker.started_at.elapsed().as_secs(),
         "actors": ractor::registry::pid_registry::get_all_pids().len(),
+        "actors_probed": beamq_supervisors::probe::all().len(),
         "rss_bytes": rss_bytes(),
+        "memory_est": memory_estimate(broker),
         "open_fds": open_fds(),
         "connections": m.connections.get(),
         "sessions": m.sessions.get(),
@@ -214,20 +270,101 @@ async fn cluster_status(broker: &Broker) -> Value {
     })
 }
 
-fn clients(broker: &Broker) -> Value {
+/// `[--n N] [--after KEY]`: one page of a listing sorted by key, and where the next starts.
+pub(crate) struct Page {
+    n: usize,
+    after: Option<String>,
+}
+
+impl Page {
+    /// Listings return at most this many rows per page by default.
+    const DEFAULT: usize = 100;
+
+    fn parse(rest: &[&str]) -> Result<Page, String> {
+        let mut page = Page {
+            n: Page::DEFAULT,
+            after: None,
+        };
+        for pair in rest.chunks(2) {
+            match pair {
+                ["--n", v] => {
+                    page.n = v
+                        .parse()
+                        .map_err(|_| format!("--n expects a number, got `{v}`"))?;
+                }
+                ["--after", v] => page.after = Some((*v).to_string()),
+                _ => return Err("usage: ... [--n N] [--after KEY]".into()),
+            }
+        }
+        Ok(page)
+    }
+
+    /// The page of `rows` (sorted by key) and the key to pass as `--after` for the next.
+    fn cut<T>(&self, rows: Vec<(String, T)>) -> (Vec<T>, Option<String>) {
+        let mut out = Vec::new();
+        let mut next = None;
+        for (key, row) in rows {
+            if self
+                .after
+                .as_ref()
+                .is_some_and(|a| key.as_str() <= a.as_str())
+            {
+                continue;
+            }
+            if out.len() == self.n {
+                next = Some(key);
+                break;
+            }
+            out.push((key, row));
+        }
+        // `--after` takes the last key shown, so the next page starts right after it.
+        let next = next.and(out.last().map(|(k, _)| k.clone()));
+        (out.into_iter().map(|(_, r)| r).collect(), next)
+    }
+}
+
+/// A page as `{"rows": [...], "next": KEY|null}`.
+fn paged(rows: Vec<Value>, next: Option<String>) -> Value {
+    json!({ "rows": rows, "next": next })
+}
+
+fn clients(broker: &Broker, page: &Page) -> Value {
     let mut all = broker.sessions.all();
     all.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-    Value::Array(
-        all.iter()
-            .map(|c| {
-                json!({
-                    "client_id": &*c.client_id,
-                    "connected": c.is_online(),
-                    "mailbox": c.queued(),
-                })
-            })
-            .collect(),
-    )
+    let rows = all
+        .into_iter()
+        .map(|c| {
+            let row = json!({
+                "client_id": &*c.client_id,
+                "connected": c.is_online(),
+                "mailbox": c.queued(),
+                "pending": c.pending(),
+            });
+            (c.client_id.to_string(), row)
+        })
+        .collect();
+    let (rows, next) = page.cut(rows);
+    paged(rows, next)
+}
+
+/// Every subscription on this node (from the route table, not from the actors), one page.
+fn subscriptions(broker: &Broker, page: &Page) -> Value {
+    let mut all: Vec<(String, Value)> = broker
+        .routes
+        .all_subscriptions()
+        .into_iter()
+        .map(|(filter, client, qos)| {
+            // Sorted and paged by filter, then client id.
+            let key = format!("{filter}\u{0}{client}");
+            (
+                key,
+                json!({ "filter": &*filter, "client_id": &*client, "qos": qos }),
+            )
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let (rows, next) = page.cut(all);
+    paged(rows, next)
 }
 
 fn kick(broker: &Broker, id: &str) -> Result<Value, String> {
@@ -237,7 +374,7 @@ fn kick(broker: &Broker, id: &str) -> Result<Value, String> {
         .ok_or_else(|| format!("no session with client id `{id}`"))?;
     client
         .actor
-        .cast(ClientMsg::Kick {
+        .send(ClientMsg::Kick {
             reason: ReasonCode::AdministrativeAction,
             end_session: true,
         })
@@ -259,13 +396,13 @@ fn open_fds() -> usize {
 }
 
 /// One actor of the supervision tree, as a row.
-struct TreeRow {
-    depth: usize,
-    id: String,
-    actor: Option<ractor::ActorCell>,
+pub(crate) struct TreeRow {
+    pub(crate) depth: usize,
+    pub(crate) id: String,
+    pub(crate) actor: Option<ractor::ActorCell>,
     kind: String,
     status: &'static str,
-    restarts: u64,
+    pub(crate) restarts: u64,
 }
 
 impl TreeRow {
@@ -283,7 +420,7 @@ impl TreeRow {
 /// Walks the tree from the root, asking each supervisor for its report (supervisors answer
 /// inspection requests themselves; nothing reads their state from outside). Rows come in start
 /// order, depth first.
-async fn tree(broker: &Broker) -> Result<Vec<TreeRow>, String> {
+pub(crate) async fn tree(broker: &Broker) -> Result<Vec<TreeRow>, String> {
     let root = broker.root().ok_or("the node has not finished starting")?;
     let mut rows = Vec::new();
     walk(broker, 0, "beamq".into(), root, 0, &mut rows).await?;
@@ -307,15 +444,12 @@ fn walk<'a>(
             .is_some_and(|s| s.get_id() == cell.get_id());
         if dynamic {
             let sup: ractor::ActorRef<DynamicSupervisorMsg> = cell.clone().into();
-            let report = ractor::call_t!(
-                sup,
-                |reply| DynamicSupervisorMsg::Inspect {
-                    offset: 0,
-                    limit: 0,
-                    reply
-                },
-                2000
-            )
+            let report = ask(&sup, |reply| DynamicSupervisorMsg::Inspect {
+                offset: 0,
+                limit: 0,
+                reply,
+            })
+            .await
             .map_err(|e| format!("{id}: {e}"))?;
             rows.push(TreeRow {
                 depth,
@@ -331,8 +465,9 @@ fn walk<'a>(
             return Ok(());
         }
         let sup: ractor::ActorRef<SupervisorMsg> = cell.clone().into();
-        let report =
-            ractor::call_t!(sup, SupervisorMsg::Inspect, 2000).map_err(|e| format!("{id}: {e}"))?;
+        let report = ask(&sup, SupervisorMsg::Inspect)
+            .await
+            .map_err(|e| format!("{id}: {e}"))?;
         rows.push(TreeRow {
             depth,
             id,
@@ -378,28 +513,12 @@ fn strategy(s: Strategy) -> &'static str {
 /// Kills the actor named `who` (a child id in the tree, e.g. `router-1`), or with actor id
 /// `who` (e.g. `0.17`), or the client actor of client id `who`.
 async fn kill_actor(broker: &Broker, who: &str) -> Result<Value, String> {
-    let rows = tree(broker).await?;
-    if let Some(row) = rows.iter().find(|r| {
-        r.id == who
-            || r.actor
-                .as_ref()
-                .is_some_and(|c| c.get_id().to_string() == who)
-    }) {
-        if row.depth == 0 {
-            return Err("refusing to kill the root supervisor (stop the node instead)".into());
-        }
-        let cell = row.actor.as_ref().ok_or("that actor is not running")?;
-        cell.kill();
-        return Ok(json!({ "killed": row.id, "actor_id": cell.get_id().to_string() }));
+    let (cell, name, depth) = super::actors::resolve(broker, who).await?;
+    if depth == 0 {
+        return Err("refusing to kill the root supervisor (stop the node instead)".into());
     }
-    let client = broker
-        .sessions
-        .all()
-        .into_iter()
-        .find(|c| &*c.client_id == who || c.actor.get_id().to_string() == who)
-        .ok_or_else(|| format!("no actor named or numbered `{who}`"))?;
-    client.actor.kill();
-    Ok(json!({ "killed": &*client.client_id, "actor_id": client.actor.get_id().to_string() }))
+    cell.kill();
+    Ok(json!({ "killed": name, "actor_id": cell.get_id().to_string() }))
 }
 
 fn routes(broker: &Broker, filter: &str) -> Value {
@@ -445,17 +564,40 @@ async fn inspect(broker: &Broker, id: &str) -> Result<ClientInfo, String> {
         .sessions
         .get(id)
         .ok_or_else(|| format!("no session with client id `{id}`"))?;
-    ractor::call_t!(client.actor, ClientMsg::Inspect, 2000)
+    ask(&client.actor, ClientMsg::Inspect)
+        .await
         .map_err(|e| format!("client `{id}` did not answer: {e}"))
 }
 
-/// The `n` sessions holding the most messages, from the gauge each client actor keeps on its
-/// link: no actor is asked, so this costs the same with a million sessions.
-fn sessions_top(broker: &Broker, n: usize) -> Value {
+/// How long a command waits for an actor's answer.
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Asks an actor (a counted call) and waits at most [`ASK_TIMEOUT`].
+async fn ask<M: ractor::Message, T: Send + 'static>(
+    actor: &ractor::ActorRef<M>,
+    build: impl FnOnce(ractor::RpcReplyPort<T>) -> M + Send,
+) -> Result<T, String> {
+    match actor.ask(build, ASK_TIMEOUT).await {
+        Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+        Ok(ractor::rpc::CallResult::Timeout) => Err(format!("no answer within {ASK_TIMEOUT:?}")),
+        _ => Err("not running".into()),
+    }
+}
+
+/// The `n` sessions holding the most messages (or bytes), from the gauges each client actor
+/// keeps on its link: no actor is asked, so this costs the same with a million sessions.
+fn sessions_top(broker: &Broker, n: usize, by_bytes: bool) -> Value {
     let mut all = broker.sessions.all();
+    let key = |c: &beamq_actors::link::ClientHandle| {
+        if by_bytes {
+            c.pending_bytes()
+        } else {
+            c.pending()
+        }
+    };
     all.sort_by(|a, b| {
-        b.pending()
-            .cmp(&a.pending())
+        key(b)
+            .cmp(&key(a))
             .then_with(|| a.client_id.cmp(&b.client_id))
     });
     Value::Array(
@@ -465,6 +607,7 @@ fn sessions_top(broker: &Broker, n: usize) -> Value {
                 json!({
                     "client_id": &*c.client_id,
                     "pending": c.pending(),
+                    "pending_bytes": c.pending_bytes(),
                     "mailbox": c.queued(),
                     "connected": c.is_online(),
                 })

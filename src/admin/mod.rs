@@ -7,13 +7,15 @@
 //! cookie get in.
 //!
 //! One request per connection: a JSON line `{"cookie": ..., "args": [...]}`, answered by one
-//! JSON line `{"ok": VALUE}` or `{"error": "..."}`. `ctl` prints VALUE as a table, or as JSON
-//! with `--json`.
+//! JSON line `{"ok": VALUE}` or `{"error": "..."}` (a `trace` first streams `{"event": LINE}`
+//! lines). `ctl` prints VALUE as a table, or as JSON with `--json`.
 
+pub mod actors;
 pub mod client;
 pub mod commands;
 pub mod server;
 pub mod shell;
+pub mod trace;
 
 use std::path::PathBuf;
 
@@ -46,10 +48,13 @@ pub struct Request {
     pub args: Vec<String>,
 }
 
-/// One answer.
+/// One answer line. A streaming command (`trace`) sends `Event` lines, then one `Ok` or
+/// `Error` line that ends the answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
+    /// One line of a stream.
+    Event(serde_json::Value),
     /// The command's result.
     Ok(serde_json::Value),
     /// Why it failed.

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beamq_actors::Broker;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use beamq_supervisors::probe::{self, Describe, Probe, Registration, Summary};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
@@ -22,17 +23,28 @@ use super::{MAX_REQUEST, Request, Response, commands};
 /// Time a connection has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// No messages.
+/// The actor owns the accept task; its only message is the inspection every actor answers.
 #[derive(Debug)]
-pub enum AdminMsg {}
+pub enum AdminMsg {
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
+}
 
 // Local only.
 impl ractor::Message for AdminMsg {}
+
+impl Describe for AdminMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        AdminMsg::Describe(reply)
+    }
+}
 
 /// State: the socket path and the accept task (none when another node holds the socket).
 #[derive(Debug)]
 pub struct AdminState {
     serving: Option<(PathBuf, JoinHandle<()>)>,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 impl Drop for AdminState {
@@ -55,9 +67,10 @@ impl Actor for Admin {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<AdminMsg>,
+        myself: ActorRef<AdminMsg>,
         broker: Arc<Broker>,
     ) -> Result<AdminState, ActorProcessingErr> {
+        let (probe, registration) = probe::start(&myself, "admin");
         let path = super::socket_path(&broker.config.node.name);
         // A socket left by a node that was killed: if nobody answers on it, it is stale.
         if path.exists() {
@@ -69,7 +82,11 @@ impl Actor for Admin {
                     node = %broker.config.node.name,
                     "another node with this name serves the admin socket; admin endpoint disabled"
                 );
-                return Ok(AdminState { serving: None });
+                return Ok(AdminState {
+                    serving: None,
+                    probe,
+                    _registration: registration,
+                });
             }
             let _ = std::fs::remove_file(&path);
         }
@@ -79,7 +96,11 @@ impl Actor for Admin {
                 // Another node of this name got there first (or the directory is not
                 // writable): the node runs on, without an admin endpoint.
                 tracing::warn!(socket = %path.display(), error = %e, "cannot create the admin socket; admin endpoint disabled");
-                return Ok(AdminState { serving: None });
+                return Ok(AdminState {
+                    serving: None,
+                    probe,
+                    _registration: registration,
+                });
             }
         };
         {
@@ -90,6 +111,8 @@ impl Actor for Admin {
         let task = tokio::spawn(accept_loop(listener, broker));
         Ok(AdminState {
             serving: Some((path, task)),
+            probe,
+            _registration: registration,
         })
     }
 
@@ -97,9 +120,19 @@ impl Actor for Admin {
         &self,
         _myself: ActorRef<AdminMsg>,
         msg: AdminMsg,
-        _state: &mut AdminState,
+        state: &mut AdminState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {}
+        state.probe.handled();
+        match msg {
+            AdminMsg::Describe(reply) => {
+                let socket = state.serving.as_ref().map_or_else(
+                    || "none (disabled)".to_string(),
+                    |(p, _)| p.display().to_string(),
+                );
+                let _ = reply.send(vec![("socket".into(), socket)]);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +170,19 @@ async fn serve(stream: UnixStream, broker: Arc<Broker>) {
             }
             Ok(req) => {
                 tracing::info!(command = %req.args.join(" "), "admin command");
+                if req.args.first().map(String::as_str) == Some("trace") {
+                    let response = match super::trace::parse(&req.args[1..]) {
+                        Ok((filter, duration)) => {
+                            let reader = reader.into_inner().into_inner();
+                            super::trace::stream(&broker, filter, duration, reader, &mut write)
+                                .await
+                        }
+                        Err(e) => Response::Error(e),
+                    };
+                    let _ = send(&mut write, &response).await;
+                    let _ = write.shutdown().await;
+                    return;
+                }
                 match commands::run(&broker, &req.args).await {
                     Ok(v) => Response::Ok(v),
                     Err(e) => Response::Error(e),
@@ -144,10 +190,18 @@ async fn serve(stream: UnixStream, broker: Arc<Broker>) {
             }
         },
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"error\":\"?\"}".to_vec());
-    out.push(b'\n');
-    let _ = write.write_all(&out).await;
+    let _ = send(&mut write, &response).await;
     let _ = write.shutdown().await;
+}
+
+/// Writes one answer line.
+pub(crate) async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(response).unwrap_or_else(|_| b"{\"error\":\"?\"}".to_vec());
+    out.push(b'\n');
+    write.write_all(&out).await
 }
 
 /// Compares secrets in time independent of where they differ.

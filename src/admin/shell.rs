@@ -3,6 +3,7 @@
 //! request to the node, as `ctl` sends it; the shell holds nothing on the node between
 //! commands, so a shell that goes away leaves nothing running there.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use rustyline::completion::{Completer, Pair};
@@ -99,15 +100,44 @@ pub fn run(socket: &Path, cookie: &str, node: &str) -> Result<(), String> {
         let _ = editor.add_history_entry(line.as_str());
         let json = words.iter().any(|w| w == "--json");
         let args: Vec<String> = words.into_iter().filter(|w| w != "--json").collect();
-        match runtime.block_on(super::client::run(socket, cookie, &args, json)) {
-            Ok(text) => {
-                print!("{text}");
-                if !text.ends_with('\n') {
-                    println!();
+        // `actors top` refreshes like top on a terminal, until Ctrl-C.
+        let live = !json
+            && args.len() >= 2
+            && args[0] == "actors"
+            && args[1] == "top"
+            && std::io::stdin().is_terminal();
+        runtime.block_on(async {
+            loop {
+                // Ctrl-C ends a long command (a trace, a live view): dropping its connection
+                // stops it on the node too.
+                let result = tokio::select! {
+                    r = super::client::run(socket, cookie, &args, json) => r,
+                    _ = tokio::signal::ctrl_c() => return,
+                };
+                if live {
+                    print!("\x1b[2J\x1b[H{node}  actors top (every 2 s; Ctrl-C to stop)\n\n");
+                }
+                match result {
+                    Ok(text) => {
+                        print!("{text}");
+                        if !text.ends_with('\n') {
+                            println!();
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return;
+                    }
+                }
+                if !live {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => return,
                 }
             }
-            Err(e) => eprintln!("error: {e}"),
-        }
+        });
     }
     if let Some(h) = &history {
         let _ = editor.save_history(h);

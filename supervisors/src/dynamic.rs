@@ -30,6 +30,7 @@ use ractor::{
 use tokio::task::JoinHandle;
 
 use crate::error::SupervisorError;
+use crate::probe::{self, Describe, Probe, Registration, Summary};
 use crate::spec::{DEFAULT_SUPERVISOR_SHUTDOWN, SHUTDOWN_REASON, is_normal_exit};
 use crate::stats::{DynamicSupervisorStats, DynamicSupervisorStatsSnapshot};
 use crate::supervisor::call;
@@ -53,10 +54,18 @@ pub enum DynamicSupervisorMsg {
         /// Where the report goes.
         reply: RpcReplyPort<DynamicSupervisorReport>,
     },
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Required because ractor's `cluster` feature is on (see Cargo.toml); never sent to another node.
 impl Message for DynamicSupervisorMsg {}
+
+impl Describe for DynamicSupervisorMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        DynamicSupervisorMsg::Describe(reply)
+    }
+}
 
 /// What [`DynamicSupervisorMsg::Inspect`] returns.
 #[derive(Clone, Debug)]
@@ -265,6 +274,8 @@ pub struct DynamicSupervisorState {
     stats: Arc<DynamicSupervisorStats>,
     /// See the module invariant. Bounded by the number of live children (a few tens of bytes each).
     live: HashSet<ActorId>,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 /// The dynamic supervisor actor; start it with [`start_dynamic_supervisor`].
@@ -287,6 +298,7 @@ impl Actor for DynamicSupervisor {
             .name
             .clone()
             .unwrap_or_else(|| format!("dynamic supervisor {}", myself.get_id()));
+        let (probe, registration) = probe::start(&myself, "dynamic_supervisor");
         Ok(DynamicSupervisorState {
             name: spec.name,
             label,
@@ -294,6 +306,8 @@ impl Actor for DynamicSupervisor {
             shutdown: spec.shutdown,
             stats: spec.stats,
             live: HashSet::new(),
+            probe,
+            _registration: registration,
         })
     }
 
@@ -314,7 +328,23 @@ impl Actor for DynamicSupervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
         match message {
+            DynamicSupervisorMsg::Describe(reply) => {
+                let stats = state.stats.snapshot();
+                let _ = reply.send(vec![
+                    ("children".into(), state.live.len().to_string()),
+                    (
+                        "max children".into(),
+                        state
+                            .max_children
+                            .map_or_else(|| "unlimited".into(), |m| m.to_string()),
+                    ),
+                    ("started".into(), stats.started.to_string()),
+                    ("exited normally".into(), stats.exited_normally.to_string()),
+                    ("failed".into(), stats.failed.to_string()),
+                ]);
+            }
             DynamicSupervisorMsg::Inspect {
                 offset,
                 limit,
@@ -348,6 +378,7 @@ impl Actor for DynamicSupervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.event_handled();
         match event {
             SupervisionEvent::ActorStarted(who) => {
                 state.stats.record_started();

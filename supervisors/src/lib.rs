@@ -97,6 +97,7 @@
 mod dynamic;
 mod error;
 mod intensity;
+pub mod probe;
 mod shutdown;
 mod spec;
 mod stats;

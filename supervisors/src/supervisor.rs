@@ -34,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::SupervisorError;
 use crate::intensity::RestartWindow;
+use crate::probe::{self, Counted, Describe, Probe, Registration, Summary};
 use crate::shutdown::stop_or_kill;
 use crate::spec::{
     ChildKind, ChildSpec, Intensity, Restart, Strategy, SupervisorSpec, is_normal_exit,
@@ -64,10 +65,18 @@ pub enum SupervisorMsg {
     RestartChild(String, RpcReplyPort<Result<ActorCell, SupervisorError>>),
     /// The current cell of the child with this id; `None` if absent or not running.
     GetChild(String, RpcReplyPort<Option<ActorCell>>),
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Required because ractor's `cluster` feature is on (see Cargo.toml); never sent to another node.
 impl Message for SupervisorMsg {}
+
+impl Describe for SupervisorMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        SupervisorMsg::Describe(reply)
+    }
+}
 
 /// Whether a child is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,6 +154,8 @@ pub struct SupervisorState {
     total_restarts: u64,
     children: Vec<Child>,
     stats: Arc<SupervisorStats>,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,6 +186,7 @@ impl Actor for Supervisor {
             .name
             .clone()
             .unwrap_or_else(|| format!("supervisor {}", myself.get_id()));
+        let (probe, registration) = probe::start(&myself, "supervisor");
         let mut state = SupervisorState {
             name: spec.name,
             label,
@@ -184,6 +196,8 @@ impl Actor for Supervisor {
             total_restarts: 0,
             children: Vec::with_capacity(spec.children.len()),
             stats: spec.stats,
+            probe,
+            _registration: registration,
         };
         // Start in order. OTP: if one fails, the ones already started are stopped in reverse
         // order and the supervisor itself fails to start.
@@ -222,9 +236,13 @@ impl Actor for Supervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
         match message {
             SupervisorMsg::Inspect(reply) => {
                 let _ = reply.send(state.report(myself.get_id()));
+            }
+            SupervisorMsg::Describe(reply) => {
+                let _ = reply.send(state.summary());
             }
             SupervisorMsg::StartChild(spec, reply) => {
                 let result = if state.position(&spec.id).is_some() {
@@ -297,6 +315,7 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.event_handled();
         let (who, normal, reason) = match event {
             SupervisionEvent::ActorStarted(_) => return Ok(()),
             SupervisionEvent::ActorTerminated(who, _, reason) => {
@@ -321,6 +340,29 @@ impl Actor for Supervisor {
 // ---------------------------------------------------------------------------------------------
 
 impl SupervisorState {
+    fn summary(&self) -> Summary {
+        let running = self.children.iter().filter(|c| c.cell.is_some()).count();
+        vec![
+            ("strategy".into(), format!("{:?}", self.strategy)),
+            (
+                "intensity".into(),
+                format!(
+                    "{} in {:?}",
+                    self.intensity.max_restarts, self.intensity.period
+                ),
+            ),
+            (
+                "restarts in window".into(),
+                self.window.in_window(Instant::now()).to_string(),
+            ),
+            ("restarts".into(), self.total_restarts.to_string()),
+            (
+                "children".into(),
+                format!("{} ({running} running)", self.children.len()),
+            ),
+        ]
+    }
+
     fn position(&self, id: &str) -> Option<usize> {
         self.children.iter().position(|c| c.spec.id == id)
     }
@@ -562,14 +604,14 @@ pub async fn start_supervisor(
 /// Send a request to an actor and wait at most `timeout` for the answer.
 pub(crate) async fn call<M, T>(
     actor: &ActorRef<M>,
-    build: impl FnOnce(RpcReplyPort<T>) -> M,
+    build: impl FnOnce(RpcReplyPort<T>) -> M + Send,
     timeout: Duration,
 ) -> Result<T, SupervisorError>
 where
     M: Message,
     T: Send + 'static,
 {
-    match actor.call(build, Some(timeout)).await {
+    match actor.ask(build, timeout).await {
         Ok(CallResult::Success(value)) => Ok(value),
         Ok(CallResult::Timeout) => Err(SupervisorError::CallTimeout(timeout)),
         Ok(CallResult::SenderError) | Err(_) => Err(SupervisorError::NotRunning),

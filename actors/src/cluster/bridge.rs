@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use beamq_protocol::ByteString;
 use beamq_protocol::session::ShareRef;
+use beamq_supervisors::probe::{self, Counted, Probe, Registration, Summary};
 use ractor::pg::{self, GroupChangeMessage};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
@@ -61,6 +62,8 @@ pub struct BridgeState {
     /// Session requests of local clients waiting for the peers' answers.
     takes: HashMap<u64, PendingTake>,
     next_req: u64,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 /// A local client's request for its session, waiting for every peer asked.
@@ -112,7 +115,8 @@ impl Actor for Bridge {
         broker.cluster.set_bridge(Some(myself.clone()));
         pg::join(BRIDGE_GROUP.to_string(), vec![myself.get_cell()]);
         pg::monitor(BRIDGE_GROUP.to_string(), myself.get_cell());
-        let timer = myself.send_interval(heartbeat, || BridgeMsg::Local(Local::Tick));
+        let (probe, registration) = probe::start(&myself, "cluster_bridge");
+        let timer = myself.counted_interval(heartbeat, || BridgeMsg::Local(Local::Tick));
         let state = BridgeState {
             incarnation: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -125,6 +129,8 @@ impl Actor for Bridge {
             timer: Some(timer),
             takes: HashMap::new(),
             next_req: 1,
+            probe,
+            _registration: registration,
         };
         for cell in remote_bridges() {
             state.hello(&cell, true);
@@ -138,8 +144,16 @@ impl Actor for Bridge {
         msg: BridgeMsg,
         state: &mut BridgeState,
     ) -> Result<(), ActorProcessingErr> {
+        match &msg {
+            // Enqueued by ractor_cluster, not counted when sent: counted now (see probe).
+            BridgeMsg::Remote(_) => state.probe.remote_handled(),
+            BridgeMsg::Local(_) => state.probe.handled(),
+        }
         match msg {
             BridgeMsg::Remote(wire) => state.remote(wire).await,
+            BridgeMsg::Local(Local::Describe(reply)) => {
+                let _ = reply.send(state.summary());
+            }
             BridgeMsg::Local(Local::FilterAdded(f)) => state.announce(vec![f], Vec::new()),
             BridgeMsg::Local(Local::FilterRemoved(f)) => state.announce(Vec::new(), vec![f]),
             BridgeMsg::Local(Local::Tick) => state.tick().await,
@@ -163,6 +177,7 @@ impl Actor for Bridge {
         state: &mut BridgeState,
     ) -> Result<(), ActorProcessingErr> {
         // The bridge supervises nothing; the only events it gets are group changes.
+        state.probe.event_handled();
         if let SupervisionEvent::ProcessGroupChanged(change) = event {
             match change {
                 GroupChangeMessage::Join(_, group, cells) if group == BRIDGE_GROUP => {
@@ -185,6 +200,32 @@ impl Actor for Bridge {
 }
 
 impl BridgeState {
+    fn summary(&self) -> Summary {
+        let peers = self.cluster().peers();
+        let mut out: Summary = vec![
+            ("node".into(), self.node()),
+            ("peers".into(), peers.len().to_string()),
+            (
+                "remote routes".into(),
+                self.cluster().routes.len().to_string(),
+            ),
+            (
+                "session requests waiting".into(),
+                self.takes.len().to_string(),
+            ),
+        ];
+        for p in self.status() {
+            out.push((
+                format!("peer {}", p.name),
+                format!(
+                    "heard {} ms ago, {} in flight, {} routes",
+                    p.last_heard_ms, p.in_flight, p.routes
+                ),
+            ));
+        }
+        out
+    }
+
     fn node(&self) -> String {
         self.broker.cluster.node.to_string()
     }
@@ -209,7 +250,7 @@ impl BridgeState {
             .map(|p| p.name.to_string())
             .collect();
         let to: ActorRef<BridgeMsg> = cell.clone().into();
-        let _ = to.cast(BridgeMsg::Remote(Wire::Hello {
+        let _ = to.send(BridgeMsg::Remote(Wire::Hello {
             from: self.node(),
             incarnation: self.incarnation,
             filters,
@@ -334,7 +375,7 @@ impl BridgeState {
                 tokio::spawn(async move {
                     let session = hand_over(&broker, &client_id, clean_start, started_us).await;
                     if let Some(peer) = broker.cluster.peer(&from) {
-                        let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::SessionHandoff {
+                        let _ = peer.bridge.send(BridgeMsg::Remote(Wire::SessionHandoff {
                             from: broker.cluster.node.to_string(),
                             req,
                             session,
@@ -386,7 +427,7 @@ impl BridgeState {
 
     fn ack(&self, name: &str, count: u64) {
         if let Some(peer) = self.cluster().peer(name) {
-            let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::Ack {
+            let _ = peer.bridge.send(BridgeMsg::Remote(Wire::Ack {
                 from: self.node(),
                 count,
             }));
@@ -411,7 +452,7 @@ impl BridgeState {
                 .map(|m| WireMessage::from_message(m, now))
                 .collect();
             if to
-                .cast(BridgeMsg::Remote(Wire::Retained {
+                .send(BridgeMsg::Remote(Wire::Retained {
                     from: self.node(),
                     messages,
                 }))
@@ -430,7 +471,7 @@ impl BridgeState {
             return;
         }
         for peer in self.cluster().peers() {
-            let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::Routes {
+            let _ = peer.bridge.send(BridgeMsg::Remote(Wire::Routes {
                 from: self.node(),
                 add: add.clone(),
                 del: del.clone(),
@@ -453,7 +494,7 @@ impl BridgeState {
         let req = self.next_req;
         self.next_req += 1;
         for peer in &peers {
-            let _ = peer.bridge.cast(BridgeMsg::Remote(Wire::TakeSession {
+            let _ = peer.bridge.send(BridgeMsg::Remote(Wire::TakeSession {
                 from: self.node(),
                 req,
                 client_id: client_id.clone(),
@@ -497,7 +538,7 @@ impl BridgeState {
             }
             let _ = peer
                 .bridge
-                .cast(BridgeMsg::Remote(Wire::Ping { from: self.node() }));
+                .send(BridgeMsg::Remote(Wire::Ping { from: self.node() }));
             let silent = self
                 .last_heard
                 .get(&peer.name)
@@ -572,7 +613,7 @@ async fn sessions() -> Vec<(String, u64, ActorCell)> {
         return Vec::new();
     };
     match server
-        .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+        .ask(NodeServerMessage::GetSessions, Duration::from_secs(2))
         .await
     {
         Ok(CallResult::Success(map)) => map
@@ -624,10 +665,10 @@ async fn hand_over(
         return None;
     }
     broker.metrics.takeovers.inc();
-    let timeout = Some(crate::broker::CALL_TIMEOUT);
+    let timeout = crate::broker::CALL_TIMEOUT;
     let session = match old
         .actor
-        .call(
+        .ask(
             |reply| ClientMsg::TakeoverBegin { clean_start, reply },
             timeout,
         )
@@ -642,7 +683,7 @@ async fn hand_over(
     };
     let buffered = match old
         .actor
-        .call(|reply| ClientMsg::HandoffEnd { reply }, timeout)
+        .ask(|reply| ClientMsg::HandoffEnd { reply }, timeout)
         .await
     {
         Ok(CallResult::Success(b)) => b,
@@ -673,7 +714,7 @@ pub async fn take_session(
     }
     let bridge = broker.cluster.bridge()?;
     let res = bridge
-        .call(
+        .ask(
             |reply| {
                 BridgeMsg::Local(Local::TakeSession {
                     client_id: link.client_id.clone(),
@@ -682,7 +723,7 @@ pub async fn take_session(
                     reply,
                 })
             },
-            Some(TAKE_TIMEOUT + Duration::from_secs(2)),
+            TAKE_TIMEOUT + Duration::from_secs(2),
         )
         .await;
     let Ok(CallResult::Success(Some(session))) = res else {

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use beamq_supervisors::probe::{self, Counted, Describe, Probe, Registration, Summary};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServerMessage, NodeSessionMessage};
@@ -84,10 +85,18 @@ pub enum MembershipMsg {
     Status(RpcReplyPort<Vec<MemberStatus>>),
     /// What a DNS discovery round found.
     Discovered(Result<HashSet<String>, String>),
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
 }
 
 // Local only: membership never receives from another node.
 impl ractor::Message for MembershipMsg {}
+
+impl Describe for MembershipMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        MembershipMsg::Describe(reply)
+    }
+}
 
 /// Forwards node server events to the membership actor (ractor_cluster calls these
 /// synchronously inside the node server: a cast and nothing more).
@@ -95,20 +104,20 @@ struct Events(ActorRef<MembershipMsg>);
 
 impl NodeEventSubscription for Events {
     fn node_session_opened(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.cast(MembershipMsg::Link(LinkEvent::Opened(ses)));
+        let _ = self.0.send(MembershipMsg::Link(LinkEvent::Opened(ses)));
     }
     fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
         let _ = self
             .0
-            .cast(MembershipMsg::Link(LinkEvent::Disconnected(ses)));
+            .send(MembershipMsg::Link(LinkEvent::Disconnected(ses)));
     }
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
         let _ = self
             .0
-            .cast(MembershipMsg::Link(LinkEvent::Authenticated(ses)));
+            .send(MembershipMsg::Link(LinkEvent::Authenticated(ses)));
     }
     fn node_session_ready(&self, ses: NodeServerSessionInformation) {
-        let _ = self.0.cast(MembershipMsg::Link(LinkEvent::Ready(ses)));
+        let _ = self.0.send(MembershipMsg::Link(LinkEvent::Ready(ses)));
     }
 }
 
@@ -145,6 +154,8 @@ pub struct MembershipState {
     left: bool,
     /// Members known only from DNS, forgotten when their record goes.
     from_dns: HashSet<String>,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 impl Drop for MembershipState {
@@ -172,11 +183,12 @@ impl Actor for Membership {
     ) -> Result<MembershipState, ActorProcessingErr> {
         let me = NodeName::parse(&broker.config.node.name)?;
         let server = node_server().ok_or("the cluster node server is not running")?;
-        server.cast(NodeServerMessage::SubscribeToEvents {
+        server.send(NodeServerMessage::SubscribeToEvents {
             id: "beamq.membership".to_string(),
             subscription: Box::new(Events(myself.clone())),
         })?;
-        let timer = myself.send_interval(TICK, || MembershipMsg::Tick);
+        let (probe, registration) = probe::start(&myself, "cluster_membership");
+        let timer = myself.counted_interval(TICK, || MembershipMsg::Tick);
         broker.cluster.set_membership(Some(myself.clone()));
         let mut state = MembershipState {
             me,
@@ -189,6 +201,8 @@ impl Actor for Membership {
             left: false,
             from_dns: HashSet::new(),
             broker,
+            probe,
+            _registration: registration,
         };
         if state.broker.config.cluster.discovery == DiscoveryStrategy::Static {
             for seed in state.broker.config.cluster.seeds.clone() {
@@ -204,7 +218,25 @@ impl Actor for Membership {
         msg: MembershipMsg,
         state: &mut MembershipState,
     ) -> Result<(), ActorProcessingErr> {
+        state.probe.handled();
         match msg {
+            MembershipMsg::Describe(reply) => {
+                let linked = state.linked.len();
+                let _ = reply.send(vec![
+                    ("node".into(), state.me.to_string()),
+                    ("members known".into(), state.members.len().to_string()),
+                    ("links up".into(), linked.to_string()),
+                    (
+                        "links authenticating".into(),
+                        state.pending.len().to_string(),
+                    ),
+                    ("left".into(), state.left.to_string()),
+                    (
+                        "discovery".into(),
+                        format!("{:?}", state.broker.config.cluster.discovery),
+                    ),
+                ]);
+            }
             MembershipMsg::Link(event) => state.link_event(event),
             MembershipMsg::Tick => state.tick(&myself).await,
             MembershipMsg::Discovered(found) => state.discovered(found),
@@ -233,7 +265,7 @@ impl Actor for Membership {
                 // The peers were just told (Leaving) and close their side; closing ours at
                 // once could drop that message before it is written, and a peer that never
                 // heard it would dial again. Close what is still open a moment later.
-                myself.send_after(LEAVE_GRACE, || MembershipMsg::CloseAfterLeave);
+                myself.counted_after(LEAVE_GRACE, || MembershipMsg::CloseAfterLeave);
                 tracing::info!("left the cluster");
             }
             MembershipMsg::CloseAfterLeave => {
@@ -421,7 +453,7 @@ impl MembershipState {
             let me = myself.clone();
             tokio::spawn(async move {
                 let found = super::dns::members(&dns).await;
-                let _ = me.cast(MembershipMsg::Discovered(found));
+                let _ = me.send(MembershipMsg::Discovered(found));
             });
         }
         let Some(server) = node_server() else { return };

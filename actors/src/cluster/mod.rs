@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use beamq_protocol::ByteString;
 use beamq_protocol::session::{Message, ShareRef};
+use beamq_supervisors::probe::Counted;
 use parking_lot::RwLock;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
@@ -157,37 +158,37 @@ impl ClusterState {
     /// meshes the cluster however nodes were introduced.
     pub(crate) fn learn(&self, names: Vec<String>) {
         if let Some(m) = &*self.membership.read() {
-            let _ = m.cast(MembershipMsg::Learn(names));
+            let _ = m.send(MembershipMsg::Learn(names));
         }
     }
 
     pub(crate) fn forget(&self, name: String) {
         if let Some(m) = &*self.membership.read() {
-            let _ = m.cast(MembershipMsg::Forget(name));
+            let _ = m.send(MembershipMsg::Forget(name));
         }
     }
 
     /// Tells every peer something (best effort).
     fn broadcast(&self, wire: impl Fn() -> Wire) {
         for peer in self.peers() {
-            let _ = peer.bridge.cast(BridgeMsg::Remote(wire()));
+            let _ = peer.bridge.send(BridgeMsg::Remote(wire()));
         }
     }
 
     /// Known members as membership sees them, and the linked peers as the bridge sees them.
     /// Empty without a running cluster.
     pub async fn status(&self) -> (Vec<MemberStatus>, Vec<PeerStatus>) {
-        let timeout = Some(Duration::from_secs(2));
+        let timeout = Duration::from_secs(2);
         let membership = self.membership.read().clone();
         let members = match membership {
-            Some(m) => match m.call(MembershipMsg::Status, timeout).await {
+            Some(m) => match m.ask(MembershipMsg::Status, timeout).await {
                 Ok(CallResult::Success(v)) => v,
                 _ => Vec::new(),
             },
             None => Vec::new(),
         };
         let peers = match self.bridge() {
-            Some(b) => match b.call(|r| BridgeMsg::Local(Local::Peers(r)), timeout).await {
+            Some(b) => match b.ask(|r| BridgeMsg::Local(Local::Peers(r)), timeout).await {
                 Ok(CallResult::Success(v)) => v,
                 _ => Vec::new(),
             },
@@ -204,9 +205,9 @@ impl ClusterState {
             .clone()
             .ok_or("the cluster is not running on this node")?;
         match m
-            .call(
+            .ask(
                 |r| MembershipMsg::Join(node.to_string(), r),
-                Some(Duration::from_secs(2)),
+                Duration::from_secs(2),
             )
             .await
         {
@@ -224,7 +225,7 @@ impl ClusterState {
             from: self.node.to_string(),
         });
         if let Some(m) = &*self.membership.read() {
-            let _ = m.cast(MembershipMsg::ForgetAll);
+            let _ = m.send(MembershipMsg::ForgetAll);
         }
         Ok(())
     }
@@ -264,7 +265,7 @@ impl ClusterState {
             } else {
                 Local::FilterRemoved(filter.clone())
             };
-            let _ = bridge.cast(BridgeMsg::Local(event));
+            let _ = bridge.send(BridgeMsg::Local(event));
         }
     }
 
@@ -322,7 +323,7 @@ impl ClusterState {
                 })
                 .collect(),
         };
-        if peer.bridge.cast(BridgeMsg::Remote(wire)).is_err() {
+        if peer.bridge.send(BridgeMsg::Remote(wire)).is_err() {
             peer.in_flight.fetch_sub(n, Ordering::Relaxed);
             metrics.cluster_dropped.add(n);
         } else {

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use beamq_supervisors::probe::{self, Counted, Describe, Probe, Registration, Summary};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::NodeServerMessage;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -21,12 +22,22 @@ use super::membership::node_server;
 use super::tls::{ClusterTls, TlsLink};
 use crate::broker::Broker;
 
-/// No messages: the actor exists to own the accept task under supervision.
+/// The actor exists to own the accept task under supervision; its only message is the
+/// inspection every actor answers.
 #[derive(Debug)]
-pub enum TlsListenerMsg {}
+pub enum TlsListenerMsg {
+    /// A summary of the state, for `actor show`.
+    Describe(RpcReplyPort<Summary>),
+}
 
 // Local only.
 impl ractor::Message for TlsListenerMsg {}
+
+impl Describe for TlsListenerMsg {
+    fn describe(reply: RpcReplyPort<Summary>) -> Self {
+        TlsListenerMsg::Describe(reply)
+    }
+}
 
 /// Arguments: where to listen, the TLS setup, and the handshake limit.
 #[derive(Debug, Clone)]
@@ -45,6 +56,9 @@ pub struct TlsListenerArgs {
 #[derive(Debug)]
 pub struct TlsListenerState {
     task: JoinHandle<()>,
+    addr: SocketAddr,
+    probe: Arc<Probe>,
+    _registration: Registration,
 }
 
 impl Drop for TlsListenerState {
@@ -64,24 +78,37 @@ impl Actor for TlsListener {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<TlsListenerMsg>,
+        myself: ActorRef<TlsListenerMsg>,
         args: TlsListenerArgs,
     ) -> Result<TlsListenerState, ActorProcessingErr> {
         let listener = TcpListener::bind(args.addr)
             .await
             .map_err(|e| format!("cannot bind the cluster port {}: {e}", args.addr))?;
         tracing::info!(addr = %args.addr, "cluster TLS listener ready");
+        let addr = args.addr;
         let task = tokio::spawn(accept_loop(listener, args));
-        Ok(TlsListenerState { task })
+        let (probe, registration) = probe::start(&myself, "cluster_tls_listener");
+        Ok(TlsListenerState {
+            task,
+            addr,
+            probe,
+            _registration: registration,
+        })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<TlsListenerMsg>,
         msg: TlsListenerMsg,
-        _state: &mut TlsListenerState,
+        state: &mut TlsListenerState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {}
+        state.probe.handled();
+        match msg {
+            TlsListenerMsg::Describe(reply) => {
+                let _ = reply.send(vec![("address".into(), state.addr.to_string())]);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -103,7 +130,7 @@ async fn accept_loop(listener: TcpListener, args: TlsListenerArgs) {
             match tokio::time::timeout(limit, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let Some(server) = node_server() else { return };
-                    let _ = server.cast(NodeServerMessage::ConnectionOpenedExternal {
+                    let _ = server.send(NodeServerMessage::ConnectionOpenedExternal {
                         stream: Box::new(TlsLink::new(tls, peer.to_string())),
                         is_server: true,
                     });

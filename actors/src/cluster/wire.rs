@@ -340,6 +340,8 @@ pub enum Local {
         /// Gets the session, if a peer handed one over.
         reply: RpcReplyPort<Option<WireSession>>,
     },
+    /// A summary of the bridge's state, for `actor show`.
+    Describe(RpcReplyPort<beamq_supervisors::probe::Summary>),
 }
 
 /// One peer as the bridge sees it.
@@ -369,6 +371,12 @@ const VARIANT: &str = "wire";
 fn codec() -> impl bincode::config::Config {
     // A bound on what one decoded message may claim, below ractor_cluster's frame limit.
     bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>()
+}
+
+impl beamq_supervisors::probe::Describe for BridgeMsg {
+    fn describe(reply: RpcReplyPort<beamq_supervisors::probe::Summary>) -> Self {
+        BridgeMsg::Local(Local::Describe(reply))
+    }
 }
 
 impl ractor::Message for BridgeMsg {

@@ -764,7 +764,7 @@ impl Channel {
             let delivery = if from_retained {
                 self.session.retained_page.pop_front()
             } else {
-                self.session.queue.pop_front()
+                self.session.pop_queued()
             };
             let Some(delivery) = delivery else { break };
             if delivery.message.is_expired(now) {

@@ -113,6 +113,14 @@ pub struct SessionState {
     /// Session Expiry Interval in seconds (`u32::MAX` = never).
     pub expiry_interval: u32,
     next_packet_id: u16,
+    /// Topic and payload bytes of the messages in flight and queued (kept as they come and
+    /// go, for `sessions top --by bytes`).
+    bytes: usize,
+}
+
+/// Bytes a delivery holds: its topic and payload (shared with the other sessions it went to).
+fn size(d: &Delivery) -> usize {
+    d.message.topic.len() + d.message.payload.len()
 }
 
 impl SessionState {
@@ -159,12 +167,14 @@ impl SessionState {
         if !i.sent {
             self.unsent += 1;
         }
+        self.bytes += size(&i.delivery);
         self.inflight.push_back(i);
     }
 
     /// Removes the message in flight at `pos` (its exchange is complete).
     pub fn remove_inflight(&mut self, pos: usize) -> Option<Inflight> {
         let i = self.inflight.remove(pos)?;
+        self.bytes = self.bytes.saturating_sub(size(&i.delivery));
         self.inflight_ids.remove(&i.packet_id);
         if !i.sent {
             self.unsent -= 1;
@@ -213,14 +223,28 @@ impl SessionState {
             return match policy {
                 DropPolicy::DropNewest => Some(delivery),
                 DropPolicy::DropOldest => {
-                    let oldest = self.queue.pop_front();
+                    let oldest = self.pop_queued();
+                    self.bytes += size(&delivery);
                     self.queue.push_back(delivery);
                     oldest
                 }
             };
         }
+        self.bytes += size(&delivery);
         self.queue.push_back(delivery);
         None
+    }
+
+    /// Takes the oldest queued message.
+    pub fn pop_queued(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(size(&d));
+        Some(d)
+    }
+
+    /// Topic and payload bytes of the messages in flight and queued.
+    pub fn pending_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Removes and returns every message the client has not accepted and that may still go
@@ -233,6 +257,7 @@ impl SessionState {
         let inflight = std::mem::take(&mut self.inflight);
         self.inflight_ids.clear();
         self.unsent = 0;
+        self.bytes = 0;
         out.extend(
             inflight
                 .into_iter()
@@ -254,6 +279,7 @@ impl SessionState {
         let inflight = std::mem::take(&mut self.inflight);
         self.inflight_ids.clear();
         self.unsent = 0;
+        self.bytes = 0;
         let mut out: Vec<Delivery> = inflight
             .into_iter()
             .filter(|i| i.phase == Phase::AwaitAck)
@@ -297,6 +323,27 @@ mod tests {
     }
 
     #[test]
+    fn pending_bytes_follow_the_queue_and_the_inflight_window() {
+        let mut s = SessionState::new(0);
+        s.enqueue(d(1), 0, DropPolicy::DropNewest);
+        s.enqueue(d(2), 0, DropPolicy::DropNewest);
+        assert_eq!(s.pending_bytes(), 4);
+        let first = s.pop_queued().expect("queued");
+        assert_eq!(s.pending_bytes(), 2);
+        s.push_inflight(Inflight {
+            packet_id: 1,
+            delivery: first,
+            phase: Phase::AwaitAck,
+            sent: true,
+        });
+        assert_eq!(s.pending_bytes(), 4);
+        s.remove_inflight(0);
+        assert_eq!(s.pending_bytes(), 2);
+        assert_eq!(s.take_for_migration().len(), 1);
+        assert_eq!(s.pending_bytes(), 0);
+    }
+
+    #[test]
     fn queue_drop_oldest_and_newest() {
         let mut s = SessionState::new(0);
         assert!(s.enqueue(d(1), 2, DropPolicy::DropOldest).is_none());
@@ -307,6 +354,8 @@ mod tests {
         assert_eq!(dropped.message.payload[0], 4);
         let left: Vec<u8> = s.queue.iter().map(|d| d.message.payload[0]).collect();
         assert_eq!(left, vec![2, 3]);
+        // Topic "t" and one payload byte each, whatever was dropped on the way.
+        assert_eq!(s.pending_bytes(), 4);
     }
 
     #[test]
