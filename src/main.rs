@@ -197,10 +197,10 @@ fn ctl(args: CtlArgs) -> ExitCode {
     };
     match runtime.block_on(beamq::admin::client::run(&socket, &cookie, &command, json)) {
         Ok(text) => {
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
-            }
+            use std::io::Write;
+            let end = if text.ends_with('\n') { "" } else { "\n" };
+            // Ignored: a closed stdout (`| head`) is not an error of the command.
+            let _ = write!(std::io::stdout(), "{text}{end}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -436,7 +436,7 @@ async fn a_client_reconnecting_to_another_node_takes_its_session_over() {
     second.kill();
     let b2 = format!("b2@{}", host(2));
     eventually("b2 sees mover offline", || {
-        ctl_json(&b2, "c6", &["clients", "list"])
+        ctl_json(&b2, "c6", &["clients", "list"])["rows"]
             .as_array()
             .is_some_and(|a| {
                 a.iter()

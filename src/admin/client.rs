@@ -19,16 +19,22 @@ pub async fn run(
     args: &[String],
     json: bool,
 ) -> Result<String, String> {
-    run_with(socket, cookie, args, json, &mut |line| println!("{line}")).await
+    // A closed stdout (`| head`) ends the command instead of panicking in `println!`.
+    let mut print = |line: String| {
+        use std::io::Write;
+        writeln!(std::io::stdout(), "{line}").is_ok()
+    };
+    run_with(socket, cookie, args, json, &mut print).await
 }
 
-/// As [`run`], with streamed lines (a `trace`) handed to `on_line` as they arrive.
+/// As [`run`], with streamed lines (a `trace`) handed to `on_line` as they arrive; `on_line`
+/// returns false to stop (the connection is dropped, which stops the trace on the node).
 pub async fn run_with(
     socket: &Path,
     cookie: &str,
     args: &[String],
     json: bool,
-    on_line: &mut (dyn FnMut(String) + Send),
+    on_line: &mut (dyn FnMut(String) -> bool + Send),
 ) -> Result<String, String> {
     // A trace runs as long as asked (at most 600 s); everything else answers at once.
     let limit = if args.first().map(String::as_str) == Some("trace") {
@@ -51,7 +57,7 @@ async fn request(
     cookie: &str,
     args: &[String],
     json: bool,
-    on_line: &mut (dyn FnMut(String) + Send),
+    on_line: &mut (dyn FnMut(String) -> bool + Send),
 ) -> Result<Value, String> {
     let stream = UnixStream::connect(socket).await.map_err(|e| {
         format!(
@@ -78,14 +84,19 @@ async fn request(
             return Err("the node closed the connection without an answer".into());
         }
         match serde_json::from_str::<Response>(&answer) {
-            Ok(Response::Event(v)) => on_line(if json {
-                v.to_string()
-            } else {
-                match v {
-                    Value::String(s) => s,
-                    other => render(&other).trim_end().to_string(),
+            Ok(Response::Event(v)) => {
+                let line = if json {
+                    v.to_string()
+                } else {
+                    match v {
+                        Value::String(s) => s,
+                        other => render(&other).trim_end().to_string(),
+                    }
+                };
+                if !on_line(line) {
+                    return Err("output closed".into());
                 }
-            }),
+            }
             Ok(Response::Ok(v)) => return Ok(v),
             Ok(Response::Error(e)) => return Err(e),
             Err(e) => return Err(format!("unreadable answer from the node: {e}")),
