@@ -347,6 +347,23 @@ async fn ctl_actors_top_actor_show_listings_paged_and_trace() {
     assert!(!traced.contains("sub-0"), "{traced}");
     // The closing line says how many lines went out.
     assert!(traced.contains("lines"), "{traced}");
+    // A trace whose ctl goes away stops on the node at once, not when its time is up.
+    let mut long = beamq()
+        .args(["ctl", "--node", node, "--cookie", "k4"])
+        .args(["trace", "topic", "t/#", "--for", "60"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ctl trace");
+    eventually("the trace runs", || {
+        ctl_json(node, "k4", &["status"])["traces_running"] == 1
+    })
+    .await;
+    long.kill().expect("kill ctl");
+    let _ = long.wait();
+    eventually("the trace stopped with its ctl", || {
+        ctl_json(node, "k4", &["status"])["traces_running"] == 0
+    })
+    .await;
     let (code, _, err) = ctl(node, "k4", &["trace", "topic", "a/#/b"]);
     assert_eq!(code, 1);
     assert!(err.contains("not a valid topic filter"), "{err}");

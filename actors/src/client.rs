@@ -578,7 +578,6 @@ impl ClientState {
             let session = &self.channel.session;
             self.link
                 .set_pending(session.pending_len(), session.pending_bytes());
-            self.link.probe().set_bytes(session.pending_bytes());
         }
     }
 

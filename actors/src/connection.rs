@@ -20,9 +20,9 @@ use std::time::Duration;
 use beamq_protocol::codec;
 use beamq_protocol::session::{self, Accepted, Refused};
 use beamq_protocol::{BytesMut, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode};
-use beamq_supervisors::probe::Counted;
+use beamq_supervisors::probe::Held;
 use parking_lot::Mutex;
-use ractor::{Actor, ActorRef};
+use ractor::Actor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -246,7 +246,7 @@ where
 /// Tells the actor that the socket is gone, however the task ends (even by panic), unless the
 /// actor itself closed it.
 struct LostGuard {
-    actor: ActorRef<ClientMsg>,
+    actor: Held<ClientMsg>,
     reason: Option<LostReason>,
 }
 
@@ -319,7 +319,7 @@ async fn start_client(
     accepted: Accepted,
     conn: Arc<Conn>,
     span: tracing::Span,
-) -> Option<ActorRef<ClientMsg>> {
+) -> Option<Held<ClientMsg>> {
     let sup = broker.session_sup()?;
     let args = ClientArgs {
         broker: broker.clone(),
@@ -329,7 +329,8 @@ async fn start_client(
         span,
     };
     match Actor::spawn_linked(None, ClientActor, args, sup).await {
-        Ok((actor, _)) => Some(actor),
+        // Its probe is registered by now (in pre_start): held for every batch to come.
+        Ok((actor, _)) => Some(Held::new(actor)),
         Err(e) => {
             tracing::error!(error = %e, "client actor failed to start");
             None
@@ -343,7 +344,7 @@ async fn pump<S>(
     stream: S,
     mut rbuf: BytesMut,
     conn: &Conn,
-    actor: &ActorRef<ClientMsg>,
+    actor: &Held<ClientMsg>,
     broker: &Broker,
     version: ProtocolVersion,
     keep_alive: u16,
@@ -547,7 +548,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 fn hand_over(
     rbuf: &mut BytesMut,
     conn: &Conn,
-    actor: &ActorRef<ClientMsg>,
+    actor: &Held<ClientMsg>,
     version: ProtocolVersion,
     max_packet: u32,
     reading: &mut bool,

@@ -50,8 +50,6 @@ pub struct ClientLink {
     max_mailbox: usize,
     /// Messages its session holds (in flight and queued), as of the actor's last message.
     pending: AtomicUsize,
-    /// Their topic and payload bytes, likewise.
-    pending_bytes: AtomicUsize,
     /// The actor's mailbox and message counters (embedded: no allocation of its own).
     probe: Probe,
     /// When the actor started (microseconds since the epoch): the newer of two connections
@@ -70,7 +68,6 @@ impl ClientLink {
             online: AtomicBool::new(true),
             max_mailbox,
             pending: AtomicUsize::new(0),
-            pending_bytes: AtomicUsize::new(0),
             probe: Probe::new("client"),
             started_us: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -118,15 +115,16 @@ impl ClientLink {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// Set by the client actor after each message it handles.
+    /// Set by the client actor after each message it handles: messages and their topic and
+    /// payload bytes (the bytes are the memory its probe reports).
     pub fn set_pending(&self, n: usize, bytes: usize) {
         self.pending.store(n, Ordering::Relaxed);
-        self.pending_bytes.store(bytes, Ordering::Relaxed);
+        self.probe.set_bytes(bytes);
     }
 
     /// Topic and payload bytes the session holds, as of the actor's last message.
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes.load(Ordering::Relaxed)
+        self.probe.bytes()
     }
 
     /// Deliveries waiting in the mailbox.

@@ -104,7 +104,12 @@ impl Drop for TraceGuard<'_> {
 impl Tracer {
     /// True while at least one trace runs (the hot path's only cost otherwise).
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Relaxed) > 0
+        self.running() > 0
+    }
+
+    /// Traces running now.
+    pub fn running(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Starts a trace; its lines arrive on the receiver until the guard is dropped.

@@ -14,7 +14,7 @@ use beamq_supervisors::probe::{self, ProbeSnapshot};
 use ractor::{ActorCell, ActorId};
 use serde_json::{Value, json};
 
-use super::commands::tree;
+use super::commands::{TreeRow, tree};
 
 /// What an idle actor costs before its state: its task, cell and mailbox (tokio allocates the
 /// mailbox's first 32-slot block eagerly). Measured for ractor 0.16 with the `cluster` feature
@@ -103,12 +103,9 @@ fn naming(
 }
 
 /// Child ids of the supervision tree by actor id (the names operators know actors by).
-async fn tree_names(broker: &Broker) -> HashMap<ActorId, String> {
-    tree(broker)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|r| Some((r.actor.as_ref()?.get_id(), r.id)))
+fn tree_names(rows: &[TreeRow]) -> HashMap<ActorId, String> {
+    rows.iter()
+        .filter_map(|r| Some((r.actor.as_ref()?.get_id(), r.id.clone())))
         .collect()
 }
 
@@ -124,7 +121,7 @@ pub async fn top(broker: &Broker, args: TopArgs) -> Value {
     let before = snapshots();
     tokio::time::sleep(args.interval).await;
     let after = snapshots();
-    let names = tree_names(broker).await;
+    let names = tree_names(&tree(broker).await.unwrap_or_default());
     let secs = args.interval.as_secs_f64();
     let mut rows: Vec<(u64, f64, usize, Value)> = after
         .into_iter()
@@ -149,10 +146,35 @@ pub async fn top(broker: &Broker, args: TopArgs) -> Value {
             (s.mailbox, rate, memory, row)
         })
         .collect();
+    // Ties (idle actors, mostly) in a stable order, so a live view does not reshuffle them.
+    let stable = |a: &Value, b: &Value| {
+        let key = |v: &Value| {
+            (
+                v["handled"].as_u64().unwrap_or(0),
+                v["actor_id"].to_string(),
+            )
+        };
+        key(b)
+            .0
+            .cmp(&key(a).0)
+            .then_with(|| key(a).1.cmp(&key(b).1))
+    };
     match args.by {
-        By::Mailbox => rows.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1))),
-        By::Rate => rows.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0))),
-        By::Memory => rows.sort_by(|a, b| b.2.cmp(&a.2).then(b.0.cmp(&a.0))),
+        By::Mailbox => rows.sort_by(|a, b| {
+            (b.0.cmp(&a.0))
+                .then(b.1.total_cmp(&a.1))
+                .then_with(|| stable(&a.3, &b.3))
+        }),
+        By::Rate => rows.sort_by(|a, b| {
+            (b.1.total_cmp(&a.1))
+                .then(b.0.cmp(&a.0))
+                .then_with(|| stable(&a.3, &b.3))
+        }),
+        By::Memory => rows.sort_by(|a, b| {
+            (b.2.cmp(&a.2))
+                .then(b.0.cmp(&a.0))
+                .then_with(|| stable(&a.3, &b.3))
+        }),
     }
     Value::Array(rows.into_iter().take(args.n).map(|r| r.3).collect())
 }
@@ -160,7 +182,15 @@ pub async fn top(broker: &Broker, args: TopArgs) -> Value {
 /// Finds an actor by child id in the tree (`router-1`), actor id (`0.17`) or client id.
 /// Returns its cell and the name it goes by.
 pub async fn resolve(broker: &Broker, who: &str) -> Result<(ActorCell, String, usize), String> {
-    let rows = tree(broker).await?;
+    resolve_in(&tree(broker).await?, broker, who)
+}
+
+/// [`resolve`] against rows of the tree already read.
+fn resolve_in(
+    rows: &[TreeRow],
+    broker: &Broker,
+    who: &str,
+) -> Result<(ActorCell, String, usize), String> {
     if let Some(row) = rows.iter().find(|r| {
         r.id == who
             || r.actor
@@ -190,17 +220,15 @@ pub async fn resolve(broker: &Broker, who: &str) -> Result<(ActorCell, String, u
 
 /// `actor show`.
 pub async fn show(broker: &Broker, who: &str) -> Result<Value, String> {
-    let (cell, name, _) = resolve(broker, who).await?;
+    let rows = tree(broker).await?;
+    let (cell, name, _) = resolve_in(&rows, broker, who)?;
     let id = cell.get_id();
     let probed = probe::lookup(id).ok_or("that actor has no probe (not one of beamq's)")?;
     let s = probed.probe().snapshot();
-    let names = tree_names(broker).await;
-    let (_, supervisor) = naming(id, Some(&cell), None, &names);
-    let restarts = tree(broker)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .find(|r| r.id == name)
+    let (_, supervisor) = naming(id, Some(&cell), None, &tree_names(&rows));
+    let restarts = rows
+        .iter()
+        .find(|r| r.actor.as_ref().is_some_and(|c| c.get_id() == id))
         .map_or(0, |r| r.restarts);
     let state: serde_json::Map<String, Value> = probe::describe(id, Duration::from_secs(2))
         .await

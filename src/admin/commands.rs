@@ -233,6 +233,7 @@ fn status(broker: &Broker) -> Value {
         "actors_probed": beamq_supervisors::probe::all().len(),
         "rss_bytes": rss_bytes(),
         "memory_est": memory_estimate(broker),
+        "traces_running": broker.tracer.running(),
         "open_fds": open_fds(),
         "connections": m.connections.get(),
         "sessions": m.sessions.get(),

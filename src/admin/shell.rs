@@ -115,7 +115,7 @@ pub fn run(socket: &Path, cookie: &str, node: &str) -> Result<(), String> {
                     _ = tokio::signal::ctrl_c() => return,
                 };
                 if live {
-                    print!("\x1b[2J\x1b[H{node}  actors top (every 2 s; Ctrl-C to stop)\n\n");
+                    print!("\x1b[2J\x1b[H{node}  actors top (refreshed until Ctrl-C)\n\n");
                 }
                 match result {
                     Ok(text) => {

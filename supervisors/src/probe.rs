@@ -5,7 +5,8 @@
 //! that to be exact, every message that reaches an actor must be counted where it is sent:
 //! - casts and calls go through [`Counted::send`] / [`Counted::ask`] (an extension of
 //!   `ActorRef`), which find the target's probe in the registry by actor id; the hot paths
-//!   (deliveries to a client) hold the probe and count without a lookup;
+//!   hold the probe and count without a lookup ([`Held`] for a client's socket task, the
+//!   client link's embedded probe for deliveries);
 //! - timers go through [`Counted::counted_after`] / [`Counted::counted_interval`] (named apart from
 //!   ractor's inherent `send_after` / `send_interval`, which would otherwise win), which count each
 //!   tick as it is sent (ractor's own timers would bypass the count);
@@ -20,7 +21,7 @@
 //! uncounted methods.
 //!
 //! Cost: one relaxed atomic add per message on each side, plus one read-locked hash lookup per
-//! send for actors reached by id (not the publish path's per-client deliveries).
+//! send for actors reached by id (control traffic; the publish path holds its probes).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -97,6 +98,11 @@ impl Probe {
     /// Sets the heap bytes the actor owns.
     pub fn set_bytes(&self, bytes: usize) {
         self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The heap bytes the actor last reported.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// A consistent-enough reading of the counters.
@@ -273,20 +279,63 @@ pub trait Counted<M: Message> {
     ) -> JoinHandle<()>;
 }
 
+/// Casts `msg`, counted in `probe` when there is one (actors on other nodes have no probe
+/// here; their bridge counts on arrival).
+fn counted_cast<M: Message>(
+    actor: &ActorRef<M>,
+    probe: Option<&dyn Probed>,
+    msg: M,
+) -> Result<(), MessagingErr<M>> {
+    let Some(p) = probe else {
+        return actor.cast(msg);
+    };
+    p.probe().sent(1);
+    let r = actor.cast(msg);
+    if r.is_err() {
+        p.probe().unsent(1);
+    }
+    r
+}
+
+/// An actor reference holding its target's probe, for a sender that sends often to one actor
+/// (a client's socket task): counted sends without a registry lookup each time.
+#[derive(Debug)]
+pub struct Held<M: Message> {
+    actor: ActorRef<M>,
+    probe: Option<Arc<dyn Probed>>,
+}
+
+// By hand: a derive would require `M: Clone`.
+impl<M: Message> Clone for Held<M> {
+    fn clone(&self) -> Self {
+        Held {
+            actor: self.actor.clone(),
+            probe: self.probe.clone(),
+        }
+    }
+}
+
+impl<M: Message> Held<M> {
+    /// Holds `actor` and its probe (looked up once; call after the actor's `pre_start`).
+    pub fn new(actor: ActorRef<M>) -> Held<M> {
+        let probe = lookup(actor.get_id());
+        Held { actor, probe }
+    }
+
+    /// `cast`, counted.
+    pub fn send(&self, msg: M) -> Result<(), MessagingErr<M>> {
+        counted_cast(&self.actor, self.probe.as_deref(), msg)
+    }
+
+    /// The actor.
+    pub fn actor(&self) -> &ActorRef<M> {
+        &self.actor
+    }
+}
+
 impl<M: Message> Counted<M> for ActorRef<M> {
     fn send(&self, msg: M) -> Result<(), MessagingErr<M>> {
-        // Actors on other nodes have no probe here; their bridge counts on arrival.
-        match lookup(self.get_id()) {
-            Some(p) => {
-                p.probe().sent(1);
-                let r = self.cast(msg);
-                if r.is_err() {
-                    p.probe().unsent(1);
-                }
-                r
-            }
-            None => self.cast(msg),
-        }
+        counted_cast(self, lookup(self.get_id()).as_deref(), msg)
     }
 
     async fn ask<T: Send + 'static>(
