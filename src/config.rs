@@ -187,6 +187,22 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_from_env_and_bounded() {
+        let loaded = load(
+            &Overrides::default(),
+            env(&[("BEAMQ__BROKER__WORKER_THREADS", "1")]),
+        )
+        .expect("loads");
+        assert_eq!(loaded.broker.worker_threads, 1);
+        let e = load(
+            &Overrides::default(),
+            env(&[("BEAMQ__BROKER__WORKER_THREADS", "5000")]),
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("broker.worker_threads"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let e = load(
             &Overrides::default(),

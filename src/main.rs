@@ -37,6 +37,9 @@ enum Command {
     Ctl(CtlArgs),
     /// Attach an interactive shell to a running node (history, Tab completion, `help`).
     Shell(CtlArgs),
+    /// Load-test an MQTT broker (this one or another): connections, publishers,
+    /// subscribers, and the standard scenarios (`beamq bench help`).
+    Bench(beamq_bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +106,15 @@ fn main() -> ExitCode {
         Some(Command::Start(args)) => (true, args),
         Some(Command::Ctl(args)) => return ctl(args),
         Some(Command::Shell(args)) => return shell(args),
+        Some(Command::Bench(args)) => {
+            return match beamq_bench::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("beamq bench: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         None => (false, ConfigArgs::default()),
     };
     let overrides = cli.opts.merge(sub);
@@ -127,6 +139,9 @@ fn main() -> ExitCode {
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if cfg.broker.worker_threads > 0 {
+        builder.worker_threads(cfg.broker.worker_threads);
+    }
     // Without this, a worker runs the task it woke last before the ones woken earlier in the
     // same epoll round: two clients whose packets arrive in one wakeup would be served in
     // reverse order (a PUBLISH could overtake the SUBSCRIBE that was on the wire before it).

@@ -265,7 +265,7 @@ impl Actor for ClientActor {
         args: ClientArgs,
     ) -> Result<ClientState, ActorProcessingErr> {
         let span = args.span.clone();
-        start(myself, args).instrument(span).await
+        Box::pin(start(myself, args)).instrument(span).await
     }
 
     async fn handle(
@@ -286,7 +286,7 @@ impl Actor for ClientActor {
     ) -> Result<(), ActorProcessingErr> {
         // Stopped from outside (node shutdown, admin) without ending the session first.
         let span = state.span.clone();
-        state.end_session().instrument(span).await;
+        Box::pin(state.end_session()).instrument(span).await;
         Ok(())
     }
 }
@@ -614,12 +614,11 @@ impl ClientState {
                         }
                         LostReason::Closed => {}
                     }
-                    self.connection_closed(&myself, true, "connection lost")
-                        .await;
+                    Box::pin(self.connection_closed(&myself, true, "connection lost")).await;
                 }
             }
             ClientMsg::TakeoverBegin { clean_start, reply } => {
-                self.on_takeover_begin(&myself, clean_start, reply).await;
+                Box::pin(self.on_takeover_begin(&myself, clean_start, reply)).await;
             }
             ClientMsg::TakeoverEnd { successor, reply } => {
                 match std::mem::replace(&mut self.takeover, Takeover::Discarded) {
@@ -675,7 +674,7 @@ impl ClientState {
             }
             ClientMsg::Timer { epoch, kind } => {
                 if epoch == self.epoch {
-                    self.on_timer(&myself, kind).await;
+                    Box::pin(self.on_timer(&myself, kind)).await;
                 }
             }
             ClientMsg::Kick {
@@ -685,10 +684,10 @@ impl ClientState {
                 if self.conn.is_some() {
                     self.channel.write_disconnect(reason, None);
                     self.flush_out();
-                    self.connection_closed(&myself, true, "kicked").await;
+                    Box::pin(self.connection_closed(&myself, true, "kicked")).await;
                 }
                 if end_session && !self.session_ended {
-                    self.end_session().await;
+                    Box::pin(self.end_session()).await;
                     myself.stop(Some(NORMAL.into()));
                 }
             }
@@ -722,12 +721,12 @@ impl ClientState {
                 self.channel.handle(packet, now, &mut d, &mut self.effects)
             };
             if let Err(v) = res {
-                self.violation(myself, v).await;
+                Box::pin(self.violation(myself, v)).await;
                 return;
             }
             if !self.effects.is_empty() {
                 self.fanout.flush(&self.broker);
-                self.run_effects(myself, now, mark).await;
+                Box::pin(self.run_effects(myself, now, mark)).await;
                 if self.conn.is_none() {
                     return;
                 }
@@ -745,7 +744,7 @@ impl ClientState {
                 detail: e.label(),
             };
             tracing::info!(error = %e, "undecodable packet");
-            self.violation(myself, v).await;
+            Box::pin(self.violation(myself, v)).await;
             return;
         }
         self.flush_out();

@@ -298,6 +298,9 @@ pub struct BrokerConfig {
     pub send_timeout: DurationStr,
     /// Time allowed at shutdown for clients to receive DISCONNECT and close.
     pub shutdown_timeout: DurationStr,
+    /// Runtime worker threads; 0 = one per CPU core. One thread avoids cross-thread wake-ups
+    /// (lower latency at low rates) at the cost of using one core (docs/BENCHMARKS.md).
+    pub worker_threads: usize,
 }
 
 impl Default for BrokerConfig {
@@ -309,6 +312,7 @@ impl Default for BrokerConfig {
             close_flush_timeout: DurationStr(Some(Duration::from_secs(5))),
             send_timeout: DurationStr(Some(Duration::from_secs(15))),
             shutdown_timeout: DurationStr(Some(Duration::from_secs(10))),
+            worker_threads: 0,
         }
     }
 }
@@ -658,6 +662,12 @@ impl Config {
         }
         if self.broker.routers == 0 || self.broker.routers > 256 {
             return Err(bad("broker.routers", "expected 1 ..= 256"));
+        }
+        if self.broker.worker_threads > 1024 {
+            return Err(bad(
+                "broker.worker_threads",
+                "expected 0 (one per core) to 1024",
+            ));
         }
         if self.broker.max_mailbox == 0 {
             return Err(bad("broker.max_mailbox", "expected at least 1"));

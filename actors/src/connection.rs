@@ -175,7 +175,7 @@ where
         }
         Ok(Err(e)) => {
             refuse_undecodable(&mut stream, &e, &broker).await;
-            close_gracefully(stream).await;
+            Box::pin(close_gracefully(stream)).await;
             return;
         }
         Ok(Ok(None)) => return,
@@ -210,7 +210,7 @@ where
                 let _ = codec::encode(&Packet::Connack(refused.to_connack()), version, &mut out);
                 let _ = stream.write_all(&out).await;
             }
-            close_gracefully(stream).await;
+            Box::pin(close_gracefully(stream)).await;
             return;
         }
     };
@@ -220,7 +220,14 @@ where
         usize::try_from(broker.config.broker.write_buffer_high_watermark.0).unwrap_or(usize::MAX);
     let conn = Arc::new(Conn::new(peer, high_watermark));
     let keep_alive = accepted.keep_alive;
-    let Some(actor) = start_client(&broker, connect, accepted, conn.clone(), span.clone()).await
+    let Some(actor) = Box::pin(start_client(
+        &broker,
+        connect,
+        accepted,
+        conn.clone(),
+        span.clone(),
+    ))
+    .await
     else {
         // The actor could not start (registry down, or a bug): say so to the client.
         let mut out = BytesMut::new();
@@ -231,7 +238,7 @@ where
         .to_connack();
         let _ = codec::encode(&Packet::Connack(connack), version, &mut out);
         let _ = stream.write_all(&out).await;
-        close_gracefully(stream).await;
+        Box::pin(close_gracefully(stream)).await;
         return;
     };
 
@@ -392,7 +399,7 @@ where
                 take_output(conn, &mut wbuf);
                 let deadline = *close_by.get_or_insert_with(|| Instant::now() + flush_timeout);
                 if wbuf.is_empty() {
-                    linger(&mut rd, &mut wr, deadline).await;
+                    Box::pin(linger(&mut rd, &mut wr, deadline)).await;
                     return None;
                 }
             }

@@ -103,6 +103,17 @@ pub fn encode_publish(
     Ok(())
 }
 
+/// Bytes the Variable Byte Integer encoding of `v` takes (1 to 4; `v` at most 268,435,455).
+pub fn varint_len(v: usize) -> usize {
+    encode::varint_len(v)
+}
+
+/// Appends `v` as a Variable Byte Integer (for tools that write frames by hand, like the load
+/// generator).
+pub fn put_varint(buf: &mut BytesMut, v: usize) {
+    encode::put_varint(buf, v)
+}
+
 /// [`encoded_len`] for a PUBLISH.
 pub fn publish_encoded_len(
     publish: &Publish,
