@@ -338,13 +338,13 @@ async fn subscriber(
         let now = wire::now_ns();
         let measuring = shared.measuring.load(Ordering::Relaxed);
         let mut received = 0;
-        let mut closed = false;
-        let scanned = wire::scan(&rbuf, v5, |frame| match frame {
-            Frame::Publish {
+        let scanned = wire::scan(&rbuf, v5, |frame| {
+            if let Frame::Publish {
                 qos,
                 packet_id,
                 stamp,
-            } => {
+            } = frame
+            {
                 received += 1;
                 if qos > 0 {
                     wire::puback(&mut wbuf, packet_id);
@@ -357,20 +357,11 @@ async fn subscriber(
                         *n += 1;
                     }
                 }
-                true
             }
-            Frame::Disconnect(_) => {
-                closed = true;
-                false
-            }
-            _ => true,
         });
-        let pos = match scanned {
-            Ok(pos) if !closed => pos,
-            _ => {
-                lost(&shared);
-                return hist;
-            }
+        let Ok(pos) = scanned else {
+            lost(&shared);
+            return hist;
         };
         rbuf.advance(pos);
         Counters::add(&shared.counters.received, received);
@@ -560,29 +551,15 @@ async fn publisher_reader(
     loop {
         let mut acked = 0;
         let mut refused = 0;
-        let mut closed = false;
         let scanned = wire::scan(&rbuf, v5, |frame| match frame {
-            Frame::Puback { ok: true, .. } => {
-                acked += 1;
-                true
-            }
-            Frame::Puback { ok: false, .. } => {
-                refused += 1;
-                true
-            }
-            Frame::Disconnect(_) => {
-                closed = true;
-                false
-            }
-            _ => true,
+            Frame::Puback { ok: true, .. } => acked += 1,
+            Frame::Puback { ok: false, .. } => refused += 1,
+            _ => {}
         });
-        let pos = match scanned {
-            Ok(pos) if !closed => pos,
-            _ => {
-                lost(&shared);
-                window.close();
-                return;
-            }
+        let Ok(pos) = scanned else {
+            lost(&shared);
+            window.close();
+            return;
         };
         rbuf.advance(pos);
         if acked + refused > 0 {

@@ -269,20 +269,17 @@ pub fn next_frame(buf: &[u8], v5: bool) -> Result<Option<(Frame, usize)>, &'stat
     Ok(Some((frame, end)))
 }
 
-/// Calls `on` for every complete frame at the start of `buf`, until it returns false; returns
-/// the bytes consumed, or an error for bytes that cannot be MQTT. One loop for every reader of
-/// the tool.
-pub fn scan(
-    buf: &[u8],
-    v5: bool,
-    mut on: impl FnMut(Frame) -> bool,
-) -> Result<usize, &'static str> {
+/// Calls `on` for every complete frame at the start of `buf`; returns the bytes consumed. A
+/// DISCONNECT from the broker, or bytes that cannot be MQTT, end the connection: an error. One
+/// loop for every reader of the tool.
+pub fn scan(buf: &[u8], v5: bool, mut on: impl FnMut(Frame)) -> Result<usize, &'static str> {
     let mut pos = 0;
     while let Some((frame, len)) = next_frame(&buf[pos..], v5)? {
-        pos += len;
-        if !on(frame) {
-            break;
+        if let Frame::Disconnect(_) = frame {
+            return Err("DISCONNECT from the broker");
         }
+        pos += len;
+        on(frame);
     }
     Ok(pos)
 }
@@ -340,6 +337,29 @@ mod tests {
                 assert_eq!(p.payload.len(), size);
             }
         }
+    }
+
+    #[test]
+    fn scan_stops_at_a_disconnect_and_leaves_partial_frames() {
+        let t = PublishTemplate::new("a", QoS::AtLeastOnce, ProtocolVersion::V5, 16);
+        let mut buf = BytesMut::new();
+        t.write(&mut buf, 1, 5, 0);
+        t.write(&mut buf, 2, 6, 0);
+        let whole = buf.len();
+        t.write(&mut buf, 3, 7, 0);
+        let mut ids = Vec::new();
+        let used = scan(&buf[..buf.len() - 1], true, |f| {
+            if let Frame::Publish { packet_id, .. } = f {
+                ids.push(packet_id);
+            }
+        });
+        assert_eq!(used, Ok(whole));
+        assert_eq!(ids, [1, 2]);
+        buf.extend_from_slice(&[0xE0, 0x01, 0x8B]);
+        assert!(
+            scan(&buf, true, |_| {}).is_err(),
+            "DISCONNECT ends the connection"
+        );
     }
 
     #[test]
