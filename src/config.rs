@@ -203,6 +203,35 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/examples") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let overrides = Overrides {
+                    config_file: Some(path.clone()),
+                    ..Overrides::default()
+                };
+                if let Err(e) = load(&overrides, env(&[])) {
+                    panic!("{}: {e}", path.display());
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no example in {}", dir.display());
+        let paho = load(
+            &Overrides {
+                config_file: Some(dir.join("paho-interop.toml")),
+                ..Overrides::default()
+            },
+            env(&[]),
+        )
+        .expect("loads");
+        assert!(paho.broker.arrival_order);
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let e = load(
             &Overrides::default(),

@@ -142,12 +142,14 @@ fn main() -> ExitCode {
     if cfg.broker.worker_threads > 0 {
         builder.worker_threads(cfg.broker.worker_threads);
     }
-    // Without this, a worker runs the task it woke last before the ones woken earlier in the
-    // same epoll round: two clients whose packets arrive in one wakeup would be served in
-    // reverse order (a PUBLISH could overtake the SUBSCRIBE that was on the wire before it).
-    // Serving them in arrival order costs nothing measurable on the publish path.
+    // With `broker.arrival_order`, a worker no longer runs the task it woke last before the
+    // ones woken earlier: two clients whose packets arrive in one wake-up are served in the
+    // order they arrived, at the price of a cross-thread wake-up per hand-over (README
+    // "Arrival order", docs/BENCHMARKS.md).
     #[cfg(tokio_unstable)]
-    builder.disable_lifo_slot();
+    if cfg.broker.arrival_order {
+        builder.disable_lifo_slot();
+    }
     let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {

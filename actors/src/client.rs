@@ -1159,7 +1159,7 @@ impl ClientState {
                 self.channel.out.clear();
                 return;
             };
-            let pending = conn.push(&mut self.channel.out);
+            let pending = conn.push(&mut self.channel.out, &self.broker.metrics.bytes_sent);
             let budget = self.high_watermark.saturating_sub(pending);
             self.channel.set_write_budget(budget);
             if budget == 0 {

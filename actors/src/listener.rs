@@ -211,7 +211,7 @@ async fn accept_loop(
         let broker = broker.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            connection::serve(stream, peer, broker).await;
+            connection::serve(connection::SharedTcp::new(stream), peer, broker).await;
         });
     }
 }
