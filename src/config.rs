@@ -228,7 +228,10 @@ mod tests {
             env(&[]),
         )
         .expect("loads");
-        assert!(paho.broker.arrival_order);
+        assert_eq!(
+            paho.mqtt.max_keepalive.0,
+            Some(std::time::Duration::from_secs(60))
+        );
     }
 
     #[test]

@@ -57,8 +57,31 @@ const ABORT: u8 = 2;
 /// A byte stream a client connects over. Transports that can be written from any thread
 /// without waiting (plain TCP) offer a direct writer to the client actor.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The read side once the connection is established.
+    type Reader: ReadBytes + AsyncRead + Unpin + Send;
+    /// The write side once the connection is established.
+    type Writer: AsyncWrite + Unpin + Send;
     /// The socket the actor may `try_write` to directly, if this transport has one.
     fn direct_writer(&self) -> Option<Arc<TcpStream>>;
+    /// Splits into halves the socket task can read and write at once.
+    fn into_split(self) -> (Self::Reader, Self::Writer);
+}
+
+/// Reading into a `BytesMut`'s spare capacity. The generic `AsyncReadExt::read_buf` hands the
+/// stream a fresh uninitialised `ReadBuf` each call, which a safe `poll_read` has to zero first
+/// (up to the 64 KB read buffer per read); TCP reads straight into the spare capacity instead.
+pub trait ReadBytes {
+    /// Reads at least one byte into `buf`'s spare capacity (0: end of stream). Cancel-safe.
+    fn read_bytes(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> impl std::future::Future<Output = io::Result<usize>> + Send;
+}
+
+impl<S: AsyncRead + Send> ReadBytes for tokio::io::ReadHalf<S> {
+    async fn read_bytes(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.read_buf(buf).await
+    }
 }
 
 /// A TCP stream shared between its socket task (reads, queued writes) and its client actor
@@ -75,8 +98,28 @@ impl SharedTcp {
 }
 
 impl Transport for SharedTcp {
+    type Reader = SharedTcp;
+    type Writer = SharedTcp;
+
     fn direct_writer(&self) -> Option<Arc<TcpStream>> {
         Some(self.0.clone())
+    }
+
+    fn into_split(self) -> (SharedTcp, SharedTcp) {
+        (self.clone(), self)
+    }
+}
+
+impl ReadBytes for SharedTcp {
+    async fn read_bytes(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.0.readable().await?;
+            match self.0.try_read_buf(buf) {
+                // Stale readiness: try_read_buf cleared it; wait for the next event.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
     }
 }
 
@@ -86,6 +129,8 @@ impl AsyncRead for SharedTcp {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // Used before the connection is established and while closing, with small buffers;
+        // the established connection reads through `ReadBytes`, which does not zero.
         loop {
             ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
@@ -478,7 +523,7 @@ async fn start_client(
 
 /// The read/write loop. Returns the reason to report to the actor, or `None` when the actor
 /// closed the connection itself.
-async fn pump<S>(
+async fn pump<S: Transport>(
     stream: S,
     mut rbuf: BytesMut,
     conn: &Conn,
@@ -486,11 +531,8 @@ async fn pump<S>(
     broker: &Broker,
     version: ProtocolVersion,
     keep_alive: u16,
-) -> Option<LostReason>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut rd, mut wr) = tokio::io::split(stream);
+) -> Option<LostReason> {
+    let (mut rd, mut wr) = stream.into_split();
     let max_packet = broker.limits.max_packet_size;
     // [MQTT-3.1.2-24] one and a half times the keep alive.
     let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -593,7 +635,7 @@ where
                     conn.pending.fetch_sub(n, Ordering::AcqRel);
                 }
             },
-            res = rd.read_buf(&mut rbuf), if can_read => match res {
+            res = rd.read_bytes(&mut rbuf), if can_read => match res {
                 Ok(0) | Err(_) => return Some(LostReason::Closed),
                 Ok(n) => {
                     broker.metrics.bytes_received.add(n as u64);
@@ -828,7 +870,17 @@ mod tests {
         let mut buf = [0u8; 4];
         tcp.read_exact(&mut buf).await.expect("read");
         assert_eq!(&buf, b"pong");
-        tcp.shutdown().await.expect("shutdown");
+        // The established connection's read path: into spare capacity, appended.
+        let (mut rd, mut wr) = tcp.into_split();
+        client.write_all(b"more").await.expect("write");
+        let mut bytes = BytesMut::from(&b"x"[..]);
+        bytes.reserve(64);
+        while bytes.len() < 5 {
+            let n = rd.read_bytes(&mut bytes).await.expect("read");
+            assert!(n > 0);
+        }
+        assert_eq!(&bytes[..], b"xmore");
+        wr.shutdown().await.expect("shutdown");
         let mut rest = [0u8; 1];
         assert_eq!(client.read(&mut rest).await.expect("read"), 0);
     }
