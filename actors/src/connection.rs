@@ -78,12 +78,6 @@ pub trait ReadBytes {
     ) -> impl std::future::Future<Output = io::Result<usize>> + Send;
 }
 
-impl<S: AsyncRead + Send> ReadBytes for tokio::io::ReadHalf<S> {
-    async fn read_bytes(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        self.read_buf(buf).await
-    }
-}
-
 /// A TCP stream shared between its socket task (reads, queued writes) and its client actor
 /// (direct writes). Everything goes through `&TcpStream` (readiness + `try_*`), which tokio
 /// allows from several tasks at once.
