@@ -32,6 +32,7 @@ pub mod sys;
 #[cfg(test)]
 mod testing;
 pub mod trace;
+pub mod transport;
 
 pub use broker::Broker;
 pub use config::Config;
