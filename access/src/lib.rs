@@ -6,7 +6,7 @@
 pub mod acl;
 pub mod ban;
 pub mod bucket;
-pub mod password;
 pub mod http;
 pub mod jwt;
+pub mod password;
 pub mod scram;
